@@ -1,0 +1,101 @@
+"""``python -m ablate``: check the command line against the config tree, then hand it to Hydra."""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import ConfigError, group_options, groups
+
+log = logging.getLogger("ablate")
+
+
+def _fail(msg: str, code: int = 2):
+    print(f"ablate: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def check_overrides(args: list[str]) -> None:
+    """One-line errors for an unknown option of a config group and for a missing method, before Hydra
+    composes anything (Hydra's own messages span several lines)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    try:
+        overrides = OverridesParser.create().parse_overrides(candidates)
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    known = set(groups())
+    chosen = set()
+    for o in overrides:
+        group = o.key_or_group
+        if group not in known or o.package:
+            continue
+        chosen.add(group)
+        if o.is_delete():
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        options = group_options(group)
+        for v in values:
+            if v is not None and str(v) not in options:
+                raise ConfigError(f"unknown option '{v}' for {group}; choose one of: {', '.join(options)}")
+    if not chosen & {"method", "experiment"}:
+        raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: {', '.join(group_options('method'))}")
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from .train import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = train(cfg, run_dir)
+    except ConfigError as e:
+        if _multirun():
+            _record_failure(run_dir, cfg, f"config error: {e}")
+            return
+        _fail(str(e))
+    except Exception as e:  # a crashing cell must not stop a sweep
+        if not _multirun():
+            raise
+        log.exception("run failed")
+        _record_failure(run_dir, cfg, f"{type(e).__name__}: {e}")
+        return
+    if summary.get("verdict") == "diverged" and not _multirun():
+        _fail(f"training diverged ({summary['verdict_reason']}); summary written to {run_dir / 'summary.json'}",
+              code=1)
+
+
+def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
+    from .config import techniques
+    from .train import SCHEMA, write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    method = cfg.get("method")
+    write_json(run_dir / "summary.json", {
+        "schema": SCHEMA, "status": "failed", "error": why,
+        "method": method.name if method is not None else None, "techniques": techniques(cfg),
+        "seed": cfg.get("seed"), "verdict": None, "metrics": {},
+    })
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--shell-completion") or a.startswith("--cfg")
+               for a in args):
+        try:
+            check_overrides(args)
+        except ConfigError as e:
+            _fail(str(e))
+    _hydra_main()

@@ -1,0 +1,91 @@
+"""Collapse diagnostics and evaluation protocols (definitions in ../shared/docs/paper-notes.md)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+KNN_PROTOCOL = ("kNN top-1 on the held-out set: k={k}, cosine similarity of frozen backbone features "
+                "(eval view, no augmentation), votes weighted by exp(sim/{t}) (InstDisc / solo-learn), "
+                "bank = {bank} training images")
+LINEAR_PROTOCOL = ("linear probe top-1 on the held-out set: frozen backbone features of all {n} training "
+                   "images (eval view, no augmentation), standardized, one linear layer trained with SGD "
+                   "(momentum 0.9, lr {lr} cosine, batch {bs}, wd {wd}) for {epochs} epochs")
+
+
+def embedding_std(z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's monitor: std over the batch of each channel of z/||z||, averaged over channels.
+    0 under complete collapse, about 1/sqrt(d) for an isotropic embedding."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def rankme(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values (+eps), on the
+    embedding matrix without centering (Roy & Vetterli's effective rank)."""
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum() + eps
+    return torch.exp(-(p * torch.log(p)).sum()).float()
+
+
+def spectrum(z: torch.Tensor) -> torch.Tensor:
+    """Sorted eigenvalues (= singular values) of the embedding covariance matrix (Jing et al. 2022)."""
+    z = z.double() - z.double().mean(dim=0)
+    cov = z.T @ z / max(len(z) - 1, 1)
+    return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0).float()
+
+
+@torch.no_grad()
+def knn_top1(bank, bank_y, query, query_y, num_classes: int, k: int = 200, t: float = 0.1,
+             chunk: int = 1024) -> torch.Tensor:
+    """Weighted kNN classifier accuracy (fraction in [0, 1]), as a device scalar."""
+    bank = F.normalize(bank.float(), dim=1)
+    query = F.normalize(query.float(), dim=1)
+    k = min(k, len(bank))
+    correct = torch.zeros((), device=query.device)
+    for i in range(0, len(query), chunk):
+        sim, idx = (query[i:i + chunk] @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(sim), num_classes, device=query.device)
+        votes.scatter_add_(1, bank_y[idx], (sim / t).exp())
+        correct += (votes.argmax(1) == query_y[i:i + chunk]).sum()
+    return correct / len(query)
+
+
+def linear_probe(train_h, train_y, test_h, test_y, num_classes: int, epochs: int = 100, batch_size: int = 256,
+                 lr: float = 0.1, weight_decay: float = 0.0, seed: int = 0) -> float:
+    """Top-1 (fraction) of a linear classifier trained on frozen, standardized features."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    mean, std = train_h.mean(0), train_h.std(0) + 1e-6
+    train_h, test_h = (train_h - mean) / std, (test_h - mean) / std
+    head = torch.nn.Linear(train_h.shape[1], num_classes).to(train_h.device)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps_per_epoch = max(len(train_h) // batch_size, 1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(len(train_h), generator=gen).to(train_h.device)
+            for s in range(steps_per_epoch):
+                idx = order[s * batch_size:(s + 1) * batch_size]
+                loss = F.cross_entropy(head(train_h[idx]), train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    with torch.no_grad():
+        return (head(test_h).argmax(1) == test_y).float().mean().item()
+
+
+def verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
+    """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node."""
+    loss = metrics.get("loss")
+    if loss is not None and not math.isfinite(loss):
+        return "diverged", f"non-finite loss ({loss})"
+    std_ratio = metrics["z_std"] / metrics["z_std_ref"]
+    if not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
+        return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
+    if metrics["rank_z"] < thresholds.collapse_rank:
+        return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {thresholds.collapse_rank}"
+    dim_limit = thresholds.dim_collapse_rank_frac * min(d, n)
+    if metrics["rank_z"] < dim_limit:
+        return "dimensional_collapse", f"rank_z = {metrics['rank_z']:.3g} < {dim_limit:.3g}"
+    return "ok", (f"z_std/z_std_ref = {std_ratio:.3g}, rank_z = {metrics['rank_z']:.3g} "
+                  f"(of d = {d})")

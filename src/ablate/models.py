@@ -1,0 +1,100 @@
+"""Backbones and heads. Heads are built from a list of blocks, so BN on or off is one argument."""
+
+import torch
+import torchvision
+from torch import nn
+
+BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages (the last three stride 2) and global average pooling."""
+
+    def __init__(self, widths=(32, 64, 128, 256)):
+        super().__init__()
+        layers, c_in = [], 3
+        for i, c in enumerate(widths):
+            layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                       nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_dim = c_in
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def build_backbone(cfg) -> nn.Module:
+    """Return a module mapping images to features, with ``out_dim`` set."""
+    name = cfg.name
+    if name == "small_cnn":
+        return SmallCNN(tuple(cfg.get("widths", (32, 64, 128, 256))))
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    net = getattr(torchvision.models, name.removesuffix("_cifar"))(weights=None)
+    if name.endswith("_cifar"):  # 3x3 stride-1 stem, no max-pool (SimSiam / solo-learn CIFAR)
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    net.out_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net
+
+
+def mlp(dims, batchnorm: bool, output_bn: bool = False) -> nn.Sequential:
+    """Linear layers through ``dims`` ([in, hidden..., out]): BN and ReLU after every layer but the last;
+    the last gets a non-affine BN when ``output_bn`` (SimSiam's projector), never a ReLU."""
+    blocks = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        last = i == len(dims) - 2
+        bn = (output_bn if last else True) and batchnorm
+        blocks.append(nn.Linear(d_in, d_out, bias=not bn))
+        if bn:
+            blocks.append(nn.BatchNorm1d(d_out, affine=not last))
+        if not last:
+            blocks.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*blocks)
+
+
+class Encoder(nn.Module):
+    """Backbone followed by the projector ("expander"): returns features h and embeddings z."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+
+    def forward(self, x):
+        h = self.backbone(x)
+        return h, self.projector(h)
+
+
+def scaled(width: int, mult: float) -> int:
+    return max(8, int(round(width * mult)))
+
+
+def build_encoder(backbone_cfg, method_cfg, batchnorm_cfg, width_mult: float) -> Encoder:
+    backbone = build_backbone(backbone_cfg)
+    dims = [backbone.out_dim] + [scaled(w, width_mult) for w in method_cfg.projector]
+    output_bn = bool(batchnorm_cfg and batchnorm_cfg.projector_output)
+    return Encoder(backbone, mlp(dims, batchnorm=batchnorm_cfg is not None, output_bn=output_bn))
+
+
+def build_predictor(predictor_cfg, batchnorm_cfg, dim: int, width_mult: float) -> nn.Module:
+    return mlp([dim, scaled(predictor_cfg.hidden, width_mult), dim], batchnorm=batchnorm_cfg is not None)
+
+
+def count_bn(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+@torch.no_grad()
+def embed(encoder: Encoder, images, normalize, batch_size: int = 1024):
+    """Features and embeddings of uint8 images in eval mode, batch by batch, kept on the device."""
+    was_training = encoder.training
+    encoder.eval()
+    hs, zs = [], []
+    for i in range(0, len(images), batch_size):
+        h, z = encoder(normalize(images[i:i + batch_size]))
+        hs.append(h.float())
+        zs.append(z.float())
+    encoder.train(was_training)
+    return torch.cat(hs), torch.cat(zs)

@@ -1,0 +1,308 @@
+"""The runner: one training loop in which the ablated algorithm is visible (cf. VICReg's main_vicreg.py).
+
+    z = projector(backbone(x))                       online branch, both views
+    p = predictor(z)              [predictor]        else p = z
+    t = target(x) [ema] else z;   t = sg(t) [stop_grad]
+    loss = w_inv * (D(p1, t2) + D(p2, t1)) / 2
+         + w_var * (v(z1) + v(z2)) / 2     [var]     (main_vicreg.py averages the branches)
+         + w_cov * (c(z1) + c(z2))         [cov]
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from . import __version__
+from .augment import eval_view, two_views
+from .config import TECHNIQUES, ConfigError, check_config, techniques
+from .data import load_data
+from .diagnostics import (
+    KNN_PROTOCOL,
+    LINEAR_PROTOCOL,
+    embedding_std,
+    knn_top1,
+    linear_probe,
+    rankme,
+    spectrum,
+    verdict,
+)
+from .ema import cosine_tau, make_target, update_momentum
+from .losses import INVARIANCE, covariance, variance
+from .models import build_encoder, build_predictor, embed
+from .optim import build_optimizer, lr_at, param_groups, set_lr
+
+log = logging.getLogger("ablate")
+SCHEMA = 1
+TERMS = ("loss", "loss_inv", "loss_var", "loss_cov")
+
+
+class JointEmbedding(nn.Module):
+    """Online encoder, optional predictor, optional EMA target; ``forward`` returns the loss terms."""
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        on = techniques(cfg)
+        mult = cfg.model.head_width_mult
+        self.online = build_encoder(cfg.backbone, cfg.method, cfg.get("batchnorm"), mult)
+        dim = _out_dim(self.online.projector)
+        self.predictor = build_predictor(cfg.predictor, cfg.get("batchnorm"), dim, mult) if on["predictor"] else None
+        self.target = make_target(self.online) if on["ema"] else None
+        self.stop_grad = on["stop_grad"]
+        self.invariance = INVARIANCE[cfg.method.invariance]
+        self.w_inv = float(cfg.method.inv_weight)
+        self.var = cfg.var if on["var"] else None
+        self.cov = cfg.cov if on["cov"] else None
+        self.dim = dim
+
+    def branches(self, x1, x2):
+        """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
+        _, z1 = self.online(x1)
+        _, z2 = self.online(x2)
+        p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
+        if self.target is not None:
+            with torch.no_grad():  # the EMA copy never receives gradient, stop_grad or not
+                t1, t2 = self.target(x1)[1], self.target(x2)[1]
+        else:
+            t1, t2 = z1, z2
+        if self.stop_grad:
+            t1, t2 = t1.detach(), t2.detach()
+        return z1, z2, p1, p2, t1, t2
+
+    def loss(self, z1, z2, p1, p2, t1, t2):
+        """Weighted sum of the switched-on terms, computed in fp32; also returns the unweighted terms."""
+        z1, z2, p1, p2, t1, t2 = (t.float() for t in (z1, z2, p1, p2, t1, t2))
+        inv = 0.5 * (self.invariance(p1, t2) + self.invariance(p2, t1))
+        loss = self.w_inv * inv
+        var = cov = torch.zeros((), device=inv.device)
+        if self.var is not None:
+            var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
+            loss = loss + self.var.weight * var
+        if self.cov is not None:
+            cov = covariance(z1) + covariance(z2)
+            loss = loss + self.cov.weight * cov
+        return loss, torch.stack([loss.detach(), inv.detach(), var.detach(), cov.detach()])
+
+    def forward(self, x1, x2):
+        return self.loss(*self.branches(x1, x2))
+
+
+def _out_dim(seq: nn.Sequential) -> int:
+    return [m for m in seq if isinstance(m, nn.Linear)][-1].out_features
+
+
+def equivalences(cfg) -> list[str]:
+    on = techniques(cfg)
+    notes = []
+    if on["ema"] and not on["stop_grad"]:
+        notes.append("ema without stop_grad is the same computation as ema with stop_grad: the EMA target copy "
+                     "receives no gradient (it moves only by the momentum update)")
+    return notes
+
+
+def pick_device(cfg) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _auto(value, default: bool) -> bool:
+    return default if value == "auto" else bool(value)
+
+
+class Progress:
+    """A one-line progress bar on a terminal; on a pipe, one log line per epoch."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.tty = epochs, sys.stderr.isatty()
+
+    def step(self, epoch, frac, loss):
+        if self.tty:
+            bar = "#" * int(20 * frac)
+            sys.stderr.write(f"\repoch {epoch + 1}/{self.epochs} [{bar:<20}] loss {loss:.4f}   ")
+            sys.stderr.flush()
+
+    def epoch(self, row):
+        line = (f"epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} z_std {row['z_std']:.4f} "
+                f"(ref {row['z_std_ref']:.4f}) rank_z {row['rank_z']:.1f} rank_h {row['rank_h']:.1f} "
+                f"knn {row['knn_top1']:.1f}%")
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+        log.info(line)
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic write: a reader never sees half a file, and a crash leaves the old one intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def is_complete(summary_path: Path) -> bool:
+    try:
+        return json.loads(summary_path.read_text()).get("status") in ("complete", "diverged")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@torch.no_grad()
+def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
+    """Diagnostics on the fixed held-out set: device tensors, read by the caller once."""
+    norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
+    bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size)
+    test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
+    return {
+        "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
+        "h_std": embedding_std(test_h),
+        "rank_z": rankme(test_z), "rank_h": rankme(test_h),
+        "knn_top1": 100 * knn_top1(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
+                                   cfg.eval.knn_k, cfg.eval.knn_t),
+    }, (bank_h, test_h, test_z)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train one configuration and write metrics.jsonl, summary.json and config.yaml into ``run_dir``."""
+    check_config(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = run_dir / "summary.json"
+    if is_complete(summary_path):
+        log.warning("%s already holds a finished run; leaving it as it is (choose another hydra.run.dir "
+                    "to train again)", run_dir)
+        return json.loads(summary_path.read_text())
+    t_start = time.time()
+    on = techniques(cfg)
+    for note in equivalences(cfg):
+        log.info("note: %s", note)
+    log.info("method %s, techniques: %s", cfg.method.name,
+             ", ".join(f"{t}={'on' if on[t] else 'off'}" for t in TECHNIQUES))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    device = pick_device(cfg)
+    torch.manual_seed(cfg.seed)
+    if device.type == "cpu" and cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
+    size = cfg.data.image_size
+    channels_last = _auto(cfg.train.channels_last, cuda)
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
+    mem_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    model = JointEmbedding(cfg).to(device, memory_format=mem_format)
+    bs, n = cfg.train.batch_size, len(data.train_x)
+    steps_per_epoch = n // bs
+    if steps_per_epoch < 1:
+        raise ConfigError(f"train.batch_size={bs} exceeds the {n} training images; lower train.batch_size")
+    total = cfg.train.epochs * steps_per_epoch
+    warmup = cfg.train.warmup_epochs * steps_per_epoch
+    base_lr = cfg.optim.lr * bs / 256
+    opt = build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim),
+                          cfg.optim, base_lr)
+    forward = torch.compile(model) if cfg.train.compile else model
+    log.info("data %s: %d training images, device %s, %d steps of %d, lr %.4g", cfg.data.name, n, device,
+             total, bs, base_lr)
+
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+    progress = Progress(cfg.train.epochs)
+    step, tau, last, diverged = 0, None, {}, None
+    for epoch in range(cfg.train.epochs):
+        model.train()
+        running = torch.zeros(len(TERMS), device=device)
+        count = 0
+        order = torch.randperm(n, device=device)
+        for s in range(steps_per_epoch):
+            lr = lr_at(step, total, warmup, base_lr, cfg.optim.final_lr_frac)
+            set_lr(opt, lr)
+            x1, x2 = two_views(data.train_x[order[s * bs:(s + 1) * bs]], cfg.aug, size, data.mean, data.std)
+            x1, x2 = x1.contiguous(memory_format=mem_format), x2.contiguous(memory_format=mem_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, terms = forward(x1, x2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if model.target is not None:
+                tau = cosine_tau(step, total, cfg.ema.base_tau, cfg.ema.final_tau)
+                update_momentum(model.online, model.target, tau)
+            running += terms
+            count += 1
+            step += 1
+            if step % cfg.train.log_every == 0 or s == steps_per_epoch - 1:
+                mean_loss = (running[0] / count).item()  # the one host read per interval
+                if not math.isfinite(mean_loss):
+                    diverged = mean_loss
+                    break
+                progress.step(epoch, (s + 1) / steps_per_epoch, mean_loss)
+        terms_mean = (running / max(count, 1)).tolist()
+        if diverged is not None:
+            last.update(dict(zip(TERMS, terms_mean)))
+            break
+        if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
+            diag, _ = evaluate(model, data, size, cfg)
+            row = {"epoch": epoch + 1, "step": step, **dict(zip(TERMS, terms_mean)),
+                   **{k: float(v) for k, v in diag.items()}, "lr": lr, "tau": tau,
+                   "wall_s": round(time.time() - t_start, 2)}
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            progress.epoch(row)
+            last = row
+
+    summary = {
+        "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
+        "method": cfg.method.name, "techniques": on,
+        "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
+        "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": bs,
+        "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
+        "device": str(device), "equivalences": equivalences(cfg),
+        "overrides": _overrides(),
+    }
+    if diverged is not None:
+        summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
+                       f"step {step}", metrics={k: v for k, v in last.items() if k in TERMS})
+        summary["metrics"]["loss"] = diverged
+    else:
+        _, (bank_h, test_h, test_z) = evaluate(model, data, size, cfg)
+        lp = cfg.eval.linear
+        linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
+                                    lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
+        metrics = {k: last[k] for k in ("knn_top1", "z_std", "z_std_ref", "h_std", "rank_z", "rank_h", *TERMS)}
+        metrics["linear_top1"] = linear
+        v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict)
+        summary.update(verdict=v, verdict_reason=reason, metrics=metrics,
+                       spectrum_z=[float(x) for x in spectrum(test_z).cpu()])
+    summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)
+    summary["protocol"] = {
+        "knn_top1": KNN_PROTOCOL.format(k=cfg.eval.knn_k, t=cfg.eval.knn_t, bank=len(data.bank_x)),
+        "linear_top1": LINEAR_PROTOCOL.format(n=len(data.bank_x), lr=cfg.eval.linear.lr,
+                                              bs=cfg.eval.linear.batch_size, wd=cfg.eval.linear.weight_decay,
+                                              epochs=cfg.eval.linear.epochs),
+        "eval_set": f"{len(data.test_x)} held-out {cfg.data.name} images",
+        "units": "top-1 in percent",
+    }
+    summary["wall_s"] = round(time.time() - t_start, 2)
+    write_json(summary_path, summary)
+    m = summary["metrics"]
+    log.info("verdict %s (%s); kNN %.1f%%, linear %.1f%%, %.0f s -> %s", summary["verdict"],
+             summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),
+             summary["wall_s"], summary_path)
+    return summary
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return []

@@ -1,0 +1,31 @@
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from ablate.config import TECHNIQUES
+
+# Tiny model settings so every test trains in well under a second.
+TINY = ["backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16",
+        "data.train_size=64", "data.test_size=32", "eval.bank_size=64", "eval.linear.epochs=2",
+        "train.epochs=1", "train.warmup_epochs=0"]
+
+
+def make_cfg(*overrides):
+    with initialize_config_module("ablate.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def cfg_factory():
+    return make_cfg
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def switch_overrides(on: dict) -> list[str]:
+    options = {"ema": "cosine", "stop_grad": "target", "predictor": "mlp", "batchnorm": "heads",
+               "var": "hinge", "cov": "offdiag"}
+    return [f"{t}={options[t] if on[t] else 'none'}" for t in TECHNIQUES]

@@ -1,0 +1,98 @@
+"""End to end through `python -m ablate`: a short run writes a valid summary; bad input fails in one line
+before any training."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+REQUIRED_METRICS = ("knn_top1", "linear_top1", "z_std", "z_std_ref", "rank_z", "rank_h")
+
+
+def run_ablate(*args, cwd, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_short_run_writes_valid_summary(tmp_path):
+    out = tmp_path / "run"
+    # from an unrelated working directory: the configs come from the installed package
+    r = run_ablate("+method=simsiam", "~predictor", *TINY, "train.epochs=2", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "complete" and s["method"] == "simsiam"
+    assert s["techniques"] == dict(ema=False, stop_grad=True, predictor=False, batchnorm=True, var=False,
+                                   cov=False)
+    for k in REQUIRED_METRICS:
+        assert isinstance(s["metrics"][k], float)
+    assert s["verdict"] in ("ok", "dimensional_collapse", "collapse", "diverged")
+    assert s["epochs"] == 2 and s["wall_s"] > 0
+    assert set(s["protocol"]) >= {"knn_top1", "linear_top1"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for k in ("loss", "loss_inv", "loss_var", "loss_cov", "z_std", "z_std_ref", "rank_z", "rank_h", "knn_top1",
+              "lr", "tau"):
+        assert k in rows[0]
+    assert (out / "config.yaml").exists()
+    # running into the same directory keeps the finished run
+    before = (out / "summary.json").read_text()
+    r = run_ablate("+method=simsiam", "~predictor", *TINY, "train.epochs=2", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0 and (out / "summary.json").read_text() == before
+    assert "already holds a finished run" in r.stderr + r.stdout
+
+
+def test_ema_run_logs_tau_and_equivalence_note(tmp_path):
+    out = tmp_path / "run"
+    r = run_ablate("+method=byol", "~stop_grad", *TINY, f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.99 <= row["tau"] <= 1.0
+    assert (r.stdout + r.stderr).count("the same computation") == 1
+    assert json.loads((out / "summary.json").read_text())["equivalences"]
+
+
+def test_nan_loss_stops_with_diverged_summary(tmp_path):
+    out = tmp_path / "run"
+    r = run_ablate("+method=vicreg", *TINY, "train.epochs=3", "train.log_every=1", "optim.name=sgd",
+                   "optim.lr=1e30", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["verdict"] == "diverged" and s["status"] == "diverged"
+    assert "diverged" in r.stderr.strip().splitlines()[-1]
+
+
+BAD = [
+    (["~predictor"], "no method chosen; add +method=NAME with NAME one of: byol, simsiam, vicreg"),
+    (["+method=simsiam", "predictor=transformer"], "unknown option 'transformer' for predictor; choose one of: mlp, none"),
+    (["+method=simcrl"], "unknown option 'simcrl' for method; choose one of: byol, simsiam, vicreg"),
+    (["+method=vicreg", "var.weight=-1"], "var.weight=-1 must be finite and >= 0"),
+    (["+method=vicreg", "cov.weight=nan"], "cov.weight=nan must be finite and >= 0"),
+    (["+method=byol", "method.inv_weight=inf"], "method.inv_weight=inf must be finite and >= 0"),
+    (["+method=vicreg", "train.batch_size=1"], "too small for the var/cov terms"),
+    (["+method=byol", "data=cifar10", "data.root=/nonexistent/cifar"], "data.root=PATH"),
+    (["+method=byol", "backbone=vit"], "unknown option 'vit' for backbone"),
+    (["+method=byol", "backbone.name=vgg11"], "unknown backbone 'vgg11'; choose backbone= one of"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_input_is_one_line_before_training(tmp_path, args, message):
+    out = tmp_path / "run"
+    r = run_ablate(*args, f"hydra.run.dir={out}", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ablate: error: ") and message in lines[0], r.stderr
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_sweep_over_a_switch_with_none(tmp_path):
+    r = run_ablate("-m", "+method=simsiam", "predictor=mlp,none", *TINY, f"hydra.sweep.dir={tmp_path / 'm'}",
+                   cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summaries = sorted(Path(tmp_path / "m").glob("*/summary.json"))
+    assert [json.loads(p.read_text())["techniques"]["predictor"] for p in summaries] == [True, False]

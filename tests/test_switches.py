@@ -1,0 +1,134 @@
+"""Every technique switch changes the computation it names, and all 64 combinations compose and train."""
+
+import itertools
+
+import pytest
+import torch
+from conftest import TINY, switch_overrides
+
+from ablate.config import TECHNIQUES, techniques
+from ablate.models import count_bn
+from ablate.train import JointEmbedding, equivalences
+
+
+def _views(n=16):
+    return torch.randn(n, 3, 32, 32), torch.randn(n, 3, 32, 32)
+
+
+def test_presets_set_the_papers_switches(cfg_factory):
+    expect = {
+        "byol": dict(ema=True, stop_grad=True, predictor=True, batchnorm=True, var=False, cov=False),
+        "simsiam": dict(ema=False, stop_grad=True, predictor=True, batchnorm=True, var=False, cov=False),
+        "vicreg": dict(ema=False, stop_grad=False, predictor=False, batchnorm=True, var=True, cov=True),
+    }
+    for method, on in expect.items():
+        assert techniques(cfg_factory(f"+method={method}")) == on
+
+
+def test_tilde_and_none_turn_a_technique_off(cfg_factory):
+    for t in TECHNIQUES:
+        base = techniques(cfg_factory("+method=byol", "var=hinge", "cov=offdiag"))
+        assert base[t]
+        for off in (f"~{t}", f"{t}=none"):
+            on = techniques(cfg_factory("+method=byol", "var=hinge", "cov=offdiag", off))
+            assert not on[t] and all(on[o] for o in TECHNIQUES if o != t)
+
+
+def test_no_predictor_removes_the_predictor(cfg_factory):
+    with_pred = JointEmbedding(cfg_factory("+method=simsiam", *TINY))
+    without = JointEmbedding(cfg_factory("+method=simsiam", "~predictor", *TINY))
+    assert isinstance(with_pred.predictor, torch.nn.Module)
+    assert without.predictor is None
+    z1, z2, p1, p2, *_ = without.branches(*_views())
+    assert p1 is z1 and p2 is z2
+
+
+def test_batchnorm_switch_adds_and_removes_bn_in_heads(cfg_factory):
+    simsiam = JointEmbedding(cfg_factory("+method=simsiam", *TINY))
+    # SimSiam projector: BN after both hidden layers and a non-affine BN on the output; predictor: 1 BN
+    assert count_bn(simsiam.online.projector) == 3
+    assert not simsiam.online.projector[-1].affine
+    assert count_bn(simsiam.predictor) == 1
+    byol = JointEmbedding(cfg_factory("+method=byol", *TINY))
+    assert count_bn(byol.online.projector) == 1 and count_bn(byol.predictor) == 1
+    vicreg = JointEmbedding(cfg_factory("+method=vicreg", "predictor=mlp", *TINY))
+    assert count_bn(vicreg.online.projector) == 2  # no BN on the expander output
+    assert count_bn(vicreg.predictor) == 1
+    for method in ("simsiam", "byol", "vicreg"):
+        m = JointEmbedding(cfg_factory(f"+method={method}", "predictor=mlp", "~batchnorm", *TINY))
+        assert count_bn(m.online.projector) == 0 and count_bn(m.predictor) == 0
+        assert count_bn(m.online.backbone) > 0  # the backbone keeps its own BN
+
+
+def test_ema_target_is_a_frozen_copy(cfg_factory):
+    m = JointEmbedding(cfg_factory("+method=byol", *TINY))
+    assert m.target is not None and all(not p.requires_grad for p in m.target.parameters())
+    assert JointEmbedding(cfg_factory("+method=byol", "~ema", *TINY)).target is None
+
+
+def _param_grads(model, loss):
+    params = [p for p in model.online.parameters()]
+    return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "vicreg"])
+def test_stop_grad_blocks_the_target_branch(cfg_factory, method):
+    """With stop_grad the loss gradient equals the one with the targets replaced by constants; without it,
+    gradient also flows through the target branch."""
+    x1, x2 = _views()
+    for sg in (True, False):
+        model = JointEmbedding(cfg_factory(f"+method={method}", f"stop_grad={'target' if sg else 'none'}",
+                                           "var=none", "cov=none", *TINY))
+        z1, z2, p1, p2, t1, t2 = model.branches(x1, x2)
+        assert t1.requires_grad is (not sg) and t2.requires_grad is (not sg)
+        full = _param_grads(model, model.loss(z1, z2, p1, p2, t1, t2)[0])
+        z1, z2, p1, p2, t1, t2 = model.branches(x1, x2)  # same inputs, same graph, built again
+        const = _param_grads(model, model.loss(z1, z2, p1, p2, t1.detach(), t2.detach())[0])
+        same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(full, const) if a is not None)
+        assert same is sg
+
+
+def test_ema_target_receives_no_gradient_with_or_without_stop_grad(cfg_factory):
+    x1, x2 = _views()
+    for sg in ("target", "none"):
+        model = JointEmbedding(cfg_factory("+method=byol", f"stop_grad={sg}", *TINY))
+        loss, _ = model(x1, x2)
+        loss.backward()
+        assert all(p.grad is None for p in model.target.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.online.parameters())
+    cfg = cfg_factory("+method=byol", "stop_grad=none")
+    assert len(equivalences(cfg)) == 1 and "same computation" in equivalences(cfg)[0]
+
+
+def test_var_and_cov_switches_change_the_loss(cfg_factory):
+    x1, x2 = _views()
+    losses = {}
+    for var, cov in itertools.product(("hinge", "none"), ("offdiag", "none")):
+        torch.manual_seed(0)
+        m = JointEmbedding(cfg_factory("+method=vicreg", f"var={var}", f"cov={cov}", *TINY))
+        torch.manual_seed(0)
+        loss, terms = m(x1, x2)
+        losses[(var, cov)] = loss.item()
+        assert (terms[2].item() != 0) is (var == "hinge")
+        assert (terms[3].item() != 0) is (cov == "offdiag")
+    assert len(set(losses.values())) == 4
+
+
+ALL = list(itertools.product((False, True), repeat=6))
+
+
+@pytest.mark.parametrize("method", ["simsiam"])
+def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method):
+    assert len(ALL) == 64
+    x1, x2 = _views(8)
+    for bits in ALL:
+        on = dict(zip(TECHNIQUES, bits))
+        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), *TINY)
+        assert techniques(cfg) == on
+        model = JointEmbedding(cfg)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+        loss, _ = model(x1, x2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
