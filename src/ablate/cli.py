@@ -41,7 +41,7 @@ def check_overrides(args: list[str]) -> None:
         for v in values:
             if v is not None and str(v) not in options:
                 raise ConfigError(f"unknown option '{v}' for {group}; choose one of: {', '.join(options)}")
-    if not chosen & {"method", "experiment"}:
+    if not chosen & {"method", "experiment", "row"}:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: {', '.join(group_options('method'))}")
 
 

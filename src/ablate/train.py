@@ -167,6 +167,66 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     }, (bank_h, test_h, test_z)
 
 
+class Stepper:
+    """One optimisation step of the runner: batched augmentation on the device, forward under autocast,
+    backward, optimizer step, EMA update. Returns the loss terms as a device tensor (no host sync)."""
+
+    def __init__(self, model: JointEmbedding, cfg: DictConfig, data, device: torch.device, n_train: int):
+        cuda = device.type == "cuda"
+        self.model, self.cfg, self.device = model, cfg, device
+        self.mean, self.std, self.size = data.mean, data.std, cfg.data.image_size
+        self.mem_format = torch.channels_last if _auto(cfg.train.channels_last, cuda) else torch.contiguous_format
+        self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
+        self.batch_size = cfg.train.batch_size
+        self.steps_per_epoch = n_train // self.batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"train.batch_size={self.batch_size} exceeds the {n_train} training images; "
+                              f"lower train.batch_size")
+        self.total = cfg.train.epochs * self.steps_per_epoch
+        self.warmup = cfg.train.warmup_epochs * self.steps_per_epoch
+        self.base_lr = cfg.optim.lr * self.batch_size / 256
+        groups = param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim)
+        self.opt = build_optimizer(groups, cfg.optim, self.base_lr)
+        self.forward = torch.compile(model) if cfg.train.compile else model
+        self.step, self.lr, self.tau = 0, None, None
+
+    def epoch_batches(self, images):
+        """A fresh permutation on the device, cut into full batches of uint8 images."""
+        order = torch.randperm(len(images), device=images.device)
+        bs = self.batch_size
+        for s in range(self.steps_per_epoch):
+            yield images[order[s * bs:(s + 1) * bs]]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, cfg.optim.final_lr_frac)
+        set_lr(self.opt, self.lr)
+        x1, x2 = two_views(images, cfg.aug, self.size, self.mean, self.std)
+        x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss, terms = self.forward(x1, x2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.model.target is not None:
+            self.tau = cosine_tau(self.step, self.total, cfg.ema.base_tau, cfg.ema.final_tau)
+            update_momentum(self.model.online, self.model.target, self.tau)
+        self.step += 1
+        return terms
+
+
+def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding, Stepper]:
+    """The model and its training step, as ``train`` uses them (also used by ``ablate.bench``)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    channels_last = _auto(cfg.train.channels_last, device.type == "cuda")
+    model = JointEmbedding(cfg).to(device, memory_format=torch.channels_last if channels_last else
+                                   torch.contiguous_format)
+    return model, Stepper(model, cfg, data, device, len(data.train_x))
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one configuration and write metrics.jsonl, summary.json and config.yaml into ``run_dir``."""
     check_config(cfg)
@@ -188,84 +248,52 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
-    size = cfg.data.image_size
-    channels_last = _auto(cfg.train.channels_last, cuda)
-    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
-    mem_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    model = JointEmbedding(cfg).to(device, memory_format=mem_format)
-    bs, n = cfg.train.batch_size, len(data.train_x)
-    steps_per_epoch = n // bs
-    if steps_per_epoch < 1:
-        raise ConfigError(f"train.batch_size={bs} exceeds the {n} training images; lower train.batch_size")
-    total = cfg.train.epochs * steps_per_epoch
-    warmup = cfg.train.warmup_epochs * steps_per_epoch
-    base_lr = cfg.optim.lr * bs / 256
-    opt = build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim),
-                          cfg.optim, base_lr)
-    forward = torch.compile(model) if cfg.train.compile else model
-    log.info("data %s: %d training images, device %s, %d steps of %d, lr %.4g", cfg.data.name, n, device,
-             total, bs, base_lr)
+    model, stepper = build_runner(cfg, data, device)
+    log.info("data %s: %d training images, device %s, %d steps of %d, lr %.4g", cfg.data.name,
+             len(data.train_x), device, stepper.total, stepper.batch_size, stepper.base_lr)
 
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.write_text("")
     progress = Progress(cfg.train.epochs)
-    step, tau, last, diverged = 0, None, {}, None
+    last, diverged = {}, None
     for epoch in range(cfg.train.epochs):
         model.train()
         running = torch.zeros(len(TERMS), device=device)
         count = 0
-        order = torch.randperm(n, device=device)
-        for s in range(steps_per_epoch):
-            lr = lr_at(step, total, warmup, base_lr, cfg.optim.final_lr_frac)
-            set_lr(opt, lr)
-            x1, x2 = two_views(data.train_x[order[s * bs:(s + 1) * bs]], cfg.aug, size, data.mean, data.std)
-            x1, x2 = x1.contiguous(memory_format=mem_format), x2.contiguous(memory_format=mem_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, terms = forward(x1, x2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if model.target is not None:
-                tau = cosine_tau(step, total, cfg.ema.base_tau, cfg.ema.final_tau)
-                update_momentum(model.online, model.target, tau)
-            running += terms
+        for s, batch in enumerate(stepper.epoch_batches(data.train_x)):
+            running += stepper(batch)
             count += 1
-            step += 1
-            if step % cfg.train.log_every == 0 or s == steps_per_epoch - 1:
+            if stepper.step % cfg.train.log_every == 0 or s == stepper.steps_per_epoch - 1:
                 mean_loss = (running[0] / count).item()  # the one host read per interval
                 if not math.isfinite(mean_loss):
                     diverged = mean_loss
                     break
-                progress.step(epoch, (s + 1) / steps_per_epoch, mean_loss)
+                progress.step(epoch, (s + 1) / stepper.steps_per_epoch, mean_loss)
         terms_mean = (running / max(count, 1)).tolist()
         if diverged is not None:
             last.update(dict(zip(TERMS, terms_mean)))
             break
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
-            diag, _ = evaluate(model, data, size, cfg)
-            row = {"epoch": epoch + 1, "step": step, **dict(zip(TERMS, terms_mean)),
-                   **{k: float(v) for k, v in diag.items()}, "lr": lr, "tau": tau,
+            diag, _ = evaluate(model, data, cfg.data.image_size, cfg)
+            row = {"epoch": epoch + 1, "step": stepper.step, **dict(zip(TERMS, terms_mean)),
+                   **{k: float(v) for k, v in diag.items()}, "lr": stepper.lr, "tau": stepper.tau,
                    "wall_s": round(time.time() - t_start, 2)}
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             progress.epoch(row)
             last = row
+    size = cfg.data.image_size
+    step = stepper.step
 
     summary = {
         "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
         "method": cfg.method.name, "techniques": on,
         "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
-        "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": bs,
+        "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
         "device": str(device), "equivalences": equivalences(cfg),
-        "overrides": _overrides(),
+        "overrides": _overrides(), "choices": _choices(),
     }
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
@@ -297,6 +325,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
              summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),
              summary["wall_s"], summary_path)
     return summary
+
+
+def _choices() -> dict:
+    """The config group options this run was composed from (method, row, reg, scale, ...)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
+    except (ImportError, ValueError):
+        return {}
 
 
 def _overrides() -> list[str]:
