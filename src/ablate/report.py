@@ -145,7 +145,8 @@ def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
 
 
 def setting_of(run: dict) -> tuple:
-    return (run["scale"] or "custom", run["data"] or "?", run["backbone"] or "?", run["epochs"])
+    """Runs that can share a cell: same data, backbone and training length (from any sweep, any seed)."""
+    return (run["data"] or "?", run["backbone"] or "?", run["epochs"])
 
 
 # ---------------------------------------------------------------- cells
@@ -235,10 +236,13 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
                 factorial[method] = {combo: summarize_cell([r for r in mruns if _combo(r) == combo], seeds)
                                      for combo in _combos(mruns, full=any(r["experiment"] == "factorial"
                                                                           for r in mruns))}
-        settings.append({"key": key, "runs": srun, "seeds": seeds, "table": table, "factorial": factorial})
-    scales = [s["key"][0] for s in settings]
+        named = [r["scale"] for r in srun if r["scale"]]
+        scale = max(set(named), key=named.count) if named else "custom"
+        settings.append({"key": key, "scale": scale, "runs": srun, "seeds": seeds, "table": table,
+                         "factorial": factorial})
+    scales = [s["scale"] for s in settings]
     for s in settings:  # file-name stem of the setting's figures
-        s["slug"] = s["key"][0] if scales.count(s["key"][0]) == 1 else "_".join(map(str, s["key"]))
+        s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else "_".join(map(str, (s["scale"], *s["key"])))
     return settings
 
 
@@ -315,7 +319,7 @@ def regen_commands(runs: list[dict]) -> list[str]:
 
 
 def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
-    scale, data, backbone, epochs = s["key"]
+    (data, backbone, epochs), scale = s["key"], s["scale"]
     runs = s["runs"]
     n = {k: sum(r["status"] == k for r in runs) for k in (*STATUSES, "pending")}
     out = [f"## Setting `{scale}`: {data}, {backbone}, {epochs} epochs", "",
@@ -506,7 +510,7 @@ def spectra_figure(plt, s: dict, ref: pd.DataFrame, path: Path) -> None:
         else:
             ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", color="gray")
         ax.set_xlabel("index (sorted)")
-    axes.flat[0].set_ylabel("eigenvalue of the embedding covariance (dashed: collapse)")
+    axes.flat[0].set_ylabel("covariance eigenvalue (dashed: collapse)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
