@@ -1,0 +1,104 @@
+"""The sweep definitions expand to exactly Table 4's 24 cells and the 64 switch combinations; a real sweep
+skips finished cells when re-run and goes on past a crashing cell."""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import TINY
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from ablate.config import TECHNIQUES, conf_dir, techniques
+from ablate.report import reference
+
+# VICReg Table 4, typed from the paper: method, ME, SG, PR, BN
+PAPER_ROWS = [("byol", 1, 1, 1, 1), ("simsiam", 0, 1, 1, 1), ("simsiam", 0, 1, 1, 0), ("simsiam", 0, 1, 0, 0),
+              ("vicreg", 0, 0, 1, 0), ("vicreg", 0, 0, 1, 1), ("vicreg", 0, 0, 0, 1), ("vicreg", 0, 0, 0, 0)]
+PAPER_REGS = [(0, 0), (1, 0), (1, 1)]  # No Reg, Var Reg, Var/Cov Reg
+
+
+def expand(experiment: str, *args: str) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper launches for ``-m +experiment=EXPERIMENT ARGS``."""
+    params = yaml.safe_load((conf_dir() / "experiment" / f"{experiment}.yaml").read_text())["hydra"]["sweeper"]
+    overrides = [f"{k}={v}" for k, v in params["params"].items()] + list(args)
+    (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+    return jobs
+
+
+def compose_all(experiment: str, jobs: list[list[str]]):
+    with initialize_config_module("ablate.conf", version_base="1.3"):
+        return [compose("config", overrides=[f"+experiment={experiment}", *job]) for job in jobs]
+
+
+def test_table4_sweep_is_the_papers_24_cells():
+    jobs = expand("vicreg_table4")
+    cfgs = compose_all("vicreg_table4", jobs)
+    got = [(c.method.name, *(int(v) for v in techniques(c).values())) for c in cfgs]
+    expected = [(m, me, sg, pr, bn, var, cov) for (m, me, sg, pr, bn), (var, cov) in
+                itertools.product(PAPER_ROWS, PAPER_REGS)]
+    assert len(jobs) == 24 and sorted(got) == sorted(expected)
+    assert {c.train.epochs for c in cfgs} == {14} and {c.data.name for c in cfgs} == {"shapes"}
+    # the reference file shipped for the report holds the same rows
+    ref = reference()
+    assert [(r.method, *(int(r[t]) for t in TECHNIQUES[:4])) for _, r in ref.iterrows()] == PAPER_ROWS
+
+
+def test_factorial_sweep_is_all_64_combinations():
+    jobs = expand("factorial")
+    cfgs = compose_all("factorial", jobs)
+    combos = [tuple(techniques(c)[t] for t in TECHNIQUES) for c in cfgs]
+    assert len(jobs) == 64 and set(combos) == set(itertools.product([True, False], repeat=6))
+    assert {c.method.name for c in cfgs} == {"simsiam"}
+
+
+def test_seeds_are_a_sweep_dimension():
+    jobs = expand("vicreg_table4", "seed=0,1,2")
+    assert len(jobs) == 72
+    assert sorted({j for job in jobs for j in job if j.startswith("seed=")}) == ["seed=0", "seed=1", "seed=2"]
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_module("ablate.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=vicreg_table4", "hydra/launcher=slurm"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 1 and launcher.array_parallelism >= 24
+
+
+def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path):
+    sweep = tmp_path / "m"
+    # two cells of one row; an unknown optimizer makes the first one fail
+    args = [sys.executable, "-m", "ablate", "-m", "+experiment=vicreg_table4", "+row=simsiam_no_pred_no_bn",
+            "+reg=none", "optim.name=bogus,sgd", *TINY, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summaries = {p.parent.name: p for p in sweep.glob("*/summary.json")}
+    assert len(summaries) == 2
+    bad = next(p for name, p in summaries.items() if "optim.name=bogus" in name)
+    good = next(p for name, p in summaries.items() if "optim.name=sgd" in name)
+    failed = json.loads(bad.read_text())
+    assert failed["status"] == "failed" and "bogus" in failed["error"] and failed["method"] == "simsiam"
+    assert json.loads(good.read_text())["status"] == "complete"
+
+    before = good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()
+    second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "already holds a finished run" in second.stdout + second.stderr
+    assert (good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()) == before
+    assert json.loads(bad.read_text())["status"] == "failed"  # a failed cell is tried again, not skipped
+
+    report = subprocess.run([sys.executable, "-m", "ablate.report", str(sweep), "--out", str(tmp_path / "r")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    md = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| SimSiam |  | ✓ |  |  |"))
+    assert "1 failed" in row.split("|")[6]

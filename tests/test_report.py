@@ -1,0 +1,169 @@
+"""``python -m ablate.report`` on fabricated runs: two seeds, a failed cell, a started and a missing one, a
+hand-made run without Hydra choices, a factorial run, runs from two sweep directories and an unrelated file."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from ablate.config import TECHNIQUES
+from ablate.report import main
+
+ROW_SWITCHES = {"byol": (1, 1, 1, 1), "simsiam_no_bn": (0, 1, 1, 0), "simsiam_no_pred_no_bn": (0, 1, 0, 0),
+                "simsiam": (0, 1, 1, 1), "vicreg": (0, 0, 0, 1)}
+REG_SWITCHES = {"none": (0, 0), "var": (1, 0), "var_cov": (1, 1)}
+
+
+def switches(row, reg):
+    return dict(zip(TECHNIQUES, map(bool, ROW_SWITCHES[row] + REG_SWITCHES[reg])))
+
+
+def hydra_files(run_dir, method, tech, choices, seed, epochs=3):
+    """What Hydra writes into a job directory before the job runs."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    cfg = {"seed": seed, "method": {"name": method}, "train": {"epochs": epochs}, "data": {"name": "shapes"},
+           "backbone": {"name": "small_cnn"}, **{t: ({"on": True} if on else None) for t, on in tech.items()}}
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+
+
+def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="ok", linear=50.0,
+             experiment="vicreg_table4", epochs=3, choices=True):
+    run_dir = root / name
+    ch = {"experiment": experiment, "scale": "table_cpu", "method": method}
+    if row:
+        ch.update(row=row, reg=reg)
+    hydra_files(run_dir, method, tech, ch, seed, epochs)
+    collapsed = verdict == "collapse"
+    curve = [{"epoch": e + 1, "z_std": 0.001 if collapsed else 0.1, "z_std_ref": 0.125,
+              "rank_z": 1.1 if collapsed else 20.0, "knn_top1": 30.0} for e in range(epochs)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(c) + "\n" for c in curve))
+    summary = {
+        "schema": 1, "status": "complete", "method": method, "techniques": tech, "data": "shapes",
+        "backbone": "small_cnn", "seed": seed, "epochs": epochs, "epochs_completed": epochs, "embedding_dim": 64,
+        "chance_top1": 10.0, "device": "cpu", "choices": ch if choices else {}, "overrides": [f"+method={method}"],
+        "verdict": verdict, "verdict_reason": "z_std/z_std_ref = 0.008 < 0.1" if collapsed else "fine",
+        "metrics": {"linear_top1": linear, "knn_top1": 30.0, "z_std": curve[-1]["z_std"], "z_std_ref": 0.125,
+                    "rank_z": curve[-1]["rank_z"], "rank_h": 30.0, "loss": -0.9},
+        "spectrum_z": [1.0, 0.1, 1e-3, 1e-9], "wall_s": 90.0,
+        "protocol": {"linear_top1": "linear probe, 100 epochs", "knn_top1": "kNN k=200", "eval_set": "32 images"},
+    }
+    if not choices:
+        (run_dir / ".hydra" / "hydra.yaml").unlink()
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def make_sweeps(tmp_path):
+    a, b = tmp_path / "sweep_a", tmp_path / "sweep_b"
+    a.mkdir()
+    (a / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
+        "hydra": ["hydra.mode=MULTIRUN"], "task": ["+experiment=vicreg_table4", "backbone.widths=[4,8]"]}}}))
+    fake_run(a, "byol_s0", "byol", switches("byol", "none"), row="byol", reg="none", seed=0, linear=60.0)
+    fake_run(b, "byol_s1", "byol", switches("byol", "none"), row="byol", reg="none", seed=1, linear=64.0)
+    fake_run(a, "sg_only", "simsiam", switches("simsiam_no_pred_no_bn", "none"), row="simsiam_no_pred_no_bn",
+             reg="none", verdict="collapse", linear=11.0)
+    fake_run(a, "vicreg_inv", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", linear=40.0)
+    # hand-made run: no Hydra choices, placed by its method and switches
+    fake_run(a, "by_hand", "simsiam", switches("simsiam_no_bn", "var_cov"), choices=False, linear=55.5)
+    # a factorial cell outside the table: EMA on, no predictor
+    fake_run(a, "fact", "simsiam", dict(ema=True, stop_grad=True, predictor=False, batchnorm=True, var=False,
+                                        cov=False), experiment="factorial", linear=33.0)
+    # a crashed cell: the summary cli._record_failure writes, beside Hydra's files
+    failed = a / "vicreg_failed"
+    tech = switches("vicreg", "var_cov")
+    hydra_files(failed, "vicreg", tech, {"experiment": "vicreg_table4", "scale": "table_cpu", "row": "vicreg",
+                                         "reg": "var_cov"}, 0)
+    (failed / "summary.json").write_text(json.dumps({
+        "schema": 1, "status": "failed", "error": "RuntimeError: out of memory in cell", "method": "vicreg",
+        "techniques": tech, "seed": 0, "verdict": None, "metrics": {}}))
+    # a cell still training: Hydra's files and one epoch of metrics, no summary yet
+    running = a / "running"
+    hydra_files(running, "simsiam", switches("simsiam", "var"), {"experiment": "vicreg_table4",
+                                                                  "scale": "table_cpu", "row": "simsiam",
+                                                                  "reg": "var"}, 0)
+    (running / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "z_std": 0.1, "z_std_ref": 0.125,
+                                                       "rank_z": 9.0}) + "\n")
+    (a / "other").mkdir()
+    (a / "other" / "summary.json").write_text('{"unrelated": true}')
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report on the fixture sweeps, built once (figures take seconds), and the warnings it printed."""
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("sweeps")
+    a, b = make_sweeps(root)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        main([str(a), str(b), "--out", str(root / "report")])
+    return root / "report", err.getvalue()
+
+
+def table_row(md, prefix):
+    return next(line for line in md.splitlines() if line.startswith(prefix))
+
+
+def test_report_table_text(report):
+    out, err = report
+    assert "skipping" in err and "other/summary.json" in err  # the unrelated file, one warning
+    md = (out / "report.md").read_text()
+    assert table_row(md, "| Method |") == ("| Method | ME | SG | PR | BN | No Reg (ours / paper) | "
+                                          "Var Reg (ours / paper) | Var/Cov Reg (ours / paper) |")
+    # two seeds from two sweep dirs: mean +- std; other columns pending
+    assert table_row(md, "| BYOL |") == "| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 / 69.3† | pending / 70.2 | pending / 69.5 |"
+    # collapse where the paper has it; seed 1 of this cell never ran
+    assert table_row(md, "| SimSiam |  | ✓ |  |  |") == (
+        "| SimSiam |  | ✓ |  |  | collapse (1 pending) / collapse | pending / 56.8 | pending / 66.1 |")
+    assert table_row(md, "| SimSiam |  | ✓ | ✓ | ✓ |") == (
+        "| SimSiam |  | ✓ | ✓ | ✓ | pending / 67.9† | pending (1/3 ep) / 68.1 | pending / 67.6 |")
+    assert table_row(md, "| SimSiam |  | ✓ | ✓ |  |") == (
+        "| SimSiam |  | ✓ | ✓ |  | pending / 35.1 | pending / 67.3 | 55.5 (1 pending) / 67.1 |")
+    # no collapse where the paper reports one: flagged; the failed cell says why
+    assert table_row(md, "| VICReg |  |  |  | ✓ |") == (
+        "| VICReg |  |  |  | ✓ | 40.0 (1 pending) / collapse ⚠ | pending / 57.5 | "
+        "failed: RuntimeError: out of memory in cell / 68.6† |")
+    assert "- VICReg (vicreg), No Reg: ours 40.0 (1 pending), paper collapse. Our verdict: fine." in md
+    assert "RuntimeError: out of memory in cell" in md.split("Failed runs:")[1]
+    # diagnostics, protocol, regeneration command
+    assert table_row(md, "| SimSiam (simsiam_no_pred_no_bn), No Reg |").split(" | ")[1:8] == [
+        "0", "collapse", "0.001", "0.125", "0.008", "1.1 / 64", "30.0"]
+    assert "- linear_top1: linear probe, 100 epochs" in md
+    assert "python -m ablate -m +experiment=vicreg_table4 'backbone.widths=[4,8]'" in md
+    # the factorial run: 64 combinations, the ones not run pending
+    fact = md.split("### Switch combinations, `simsiam` recipe")[1].split("###")[0]
+    assert fact.count("\n| ") == 65 and "| ✓ | ✓ |  | ✓ |  |  | 33.0 (1 pending) |" in fact
+    # 64 minus the factorial, hand-made, collapsed and still-training simsiam runs
+    assert fact.count("| pending |") == 60 and "| pending (1/3 ep) |" in fact
+
+
+def test_report_csv_and_figures(report):
+    out, _ = report
+    df = pd.read_csv(out / "runs.csv")
+    assert len(df) == 8  # 6 finished, 1 failed, 1 still training; the unrelated file skipped
+    for col in (*TECHNIQUES, "method", "seed", "verdict", "status", "linear_top1", "knn_top1", "rank_z", "z_std"):
+        assert col in df.columns
+    assert df["ema"].dtype == bool and df["var"].dtype == bool
+    byol = df[df["row"] == "byol"].sort_values("seed")
+    assert byol["linear_top1"].tolist() == [60.0, 64.0] and byol["seed"].tolist() == [0, 1]
+    assert df.loc[df["status"] == "failed", "error"].item() == "RuntimeError: out of memory in cell"
+    for name in ("table4_table_cpu", "std_table_cpu", "rank_table_cpu", "spectra_table_cpu",
+                 "factorial_table_cpu_simsiam"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+        assert f"({name}.png)" in (out / "report.md").read_text()
+
+
+def test_report_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a directory" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--out", str(tmp_path / "r")])
+    assert e.value.code == 2 and "no runs" in capsys.readouterr().err
