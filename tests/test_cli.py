@@ -96,3 +96,17 @@ def test_sweep_over_a_switch_with_none(tmp_path):
     assert r.returncode == 0, r.stderr
     summaries = sorted(Path(tmp_path / "m").glob("*/summary.json"))
     assert [json.loads(p.read_text())["techniques"]["predictor"] for p in summaries] == [True, False]
+
+
+def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
+    from ablate.train import train
+
+    runs = []
+    for i in range(2):
+        cfg = cfg_factory("+method=byol", "var=hinge", *TINY, "train.epochs=2")
+        runs.append(train(cfg, tmp_path / str(i)))
+    a, b = (r["metrics"] for r in runs)
+    assert a == b
+    lines = [(tmp_path / str(i) / "metrics.jsonl").read_text().splitlines() for i in range(2)]
+    strip = lambda ls: [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in ls]  # noqa: E731
+    assert strip(lines[0]) == strip(lines[1])
