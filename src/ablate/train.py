@@ -22,6 +22,7 @@ from torch import nn
 
 from . import __version__
 from .augment import eval_view, two_views
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
 from .data import load_data
 from .diagnostics import (
@@ -140,9 +141,16 @@ class Progress:
 
 def write_json(path: Path, obj) -> None:
     """Atomic write: a reader never sees half a file, and a crash leaves the old one intact."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_complete(summary_path: Path) -> bool:
@@ -150,6 +158,63 @@ def is_complete(summary_path: Path) -> bool:
         return json.loads(summary_path.read_text()).get("status") in ("complete", "diverged")
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def finished_summary(summary_path: Path) -> dict | None:
+    """The summary of a finished run in this directory, None when there is nothing to keep (no summary, or a
+    failed run). A summary that cannot be read, or an unfinished one from another schema, may still be
+    someone's result: refuse to train over it (a copy is kept next to it) rather than overwrite it."""
+    if not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        problem = f"is unreadable ({str(e).splitlines()[0]})"
+    else:
+        status, schema = summary.get("status"), summary.get("schema")
+        if status in ("complete", "diverged"):
+            return summary
+        if status == "failed" or (schema == SCHEMA and status is None):
+            return None
+        problem = f"has status {status!r} from schema {schema!r} (this version writes schema {SCHEMA})"
+    keep = summary_path.with_name(summary_path.name + ".unreadable")
+    if not keep.exists():
+        keep.write_bytes(summary_path.read_bytes())
+    raise ConfigError(f"{summary_path} {problem}; it may hold a finished run, so nothing was overwritten (copy "
+                      f"in {keep.name}): move it away to train here, or choose another hydra.run.dir")
+
+
+def _resume_rows(metrics_path: Path, epoch: int) -> list[dict]:
+    """The metrics rows a checkpoint at ``epoch`` vouches for: later rows (written before a kill, after the
+    checkpoint) are trained again, and a line cut short by the kill is dropped."""
+    rows = []
+    lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            rows.append(row)
+    if len(rows) < len(lines):
+        log.info("dropped %d metrics line(s) written after the epoch %d checkpoint", len(lines) - len(rows), epoch)
+    return rows
+
+
+def _config_diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _resumable_config(cfg) -> dict:
+    """The config a checkpoint must match; where logs go does not change what is trained."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("logger", None)
+    return c
 
 
 @torch.no_grad()
@@ -230,12 +295,18 @@ def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbe
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one configuration and write metrics.jsonl, summary.json and config.yaml into ``run_dir``."""
     check_config(cfg)
+    early_stop = cfg.train.get("early_stop_collapse")
+    if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
+        raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
+                          f"to never stop early")
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "summary.json"
-    if is_complete(summary_path):
-        log.warning("%s already holds a finished run; leaving it as it is (choose another hydra.run.dir "
-                    "to train again)", run_dir)
-        return json.loads(summary_path.read_text())
+    finished = finished_summary(summary_path)
+    if finished is not None:
+        version = finished.get("ablate_version")
+        log.warning("%s already holds a finished run%s; leaving it as it is (choose another hydra.run.dir "
+                    "to train again)", run_dir, "" if version == __version__ else f" (written by ablate {version})")
+        return finished
     t_start = time.time()
     on = techniques(cfg)
     for note in equivalences(cfg):
@@ -254,10 +325,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
              len(data.train_x), device, stepper.total, stepper.batch_size, stepper.base_lr)
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
+    last, diverged, start, streak, stopped_early = {}, None, 0, 0, None
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        diff = _config_diff(state["config"], _resumable_config(cfg))
+        if diff:
+            raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
+                              f"run the same command to resume, or choose another hydra.run.dir")
+        model.load_state_dict(state["model"])
+        stepper.opt.load_state_dict(state["opt"])
+        stepper.step, stepper.lr, stepper.tau = state["step"], state["lr"], state["tau"]
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start, last, streak, stopped_early = state["epoch"], state["last"], state["streak"], state["stopped_early"]
+        t_start -= state["wall_s"]
+        rows = _resume_rows(metrics_path, start)
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        log.info("resuming from the epoch %d checkpoint in %s (step %d)", start, run_dir, stepper.step)
+    else:
+        metrics_path.write_text("")
     progress = Progress(cfg.train.epochs)
-    last, diverged = {}, None
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(start, cfg.train.epochs if stopped_early is None else start):
         model.train()
         running = torch.zeros(len(TERMS), device=device)
         count = 0
@@ -283,6 +372,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 f.write(json.dumps(row) + "\n")
             progress.epoch(row)
             last = row
+            if early_stop:
+                collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict)[0] == "collapse"
+                streak = streak + 1 if collapsed else 0
+                if streak >= early_stop:
+                    stopped_early = epoch + 1
+                    log.info("stopping early: verdict collapse at %d consecutive evaluations (epoch %d, "
+                             "train.early_stop_collapse=%d)", streak, stopped_early, early_stop)
+        # RNG state at the epoch boundary: a resumed run draws the same permutations and augmentations
+        save_checkpoint(run_dir, {
+            "schema": SCHEMA, "ablate_version": __version__, "epoch": epoch + 1, "step": stepper.step,
+            "lr": stepper.lr, "tau": stepper.tau, "model": model.state_dict(), "opt": stepper.opt.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "last": last, "streak": streak, "stopped_early": stopped_early,
+            "wall_s": time.time() - t_start, "config": _resumable_config(cfg),
+        })
+        if stopped_early is not None:
+            break
     size = cfg.data.image_size
     step = stepper.step
 
@@ -295,6 +402,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "device": str(device), "equivalences": equivalences(cfg),
         "overrides": _overrides(), "choices": _choices(),
     }
+    if early_stop:
+        summary["stopped_early_epoch"] = stopped_early
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
                        f"step {step}", metrics={k: v for k, v in last.items() if k in TERMS})
