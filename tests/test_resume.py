@@ -29,7 +29,8 @@ main()
 
 
 def ablate(*args, cwd, kill_at=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # one thread: on a shared, loaded CPU two spinning OpenMP threads make tiny steps 100x slower
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     if kill_at is None:
         cmd = [sys.executable, "-m", "ablate", *args]
     else:
