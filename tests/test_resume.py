@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from conftest import TINY
+
+from ablate.config import ConfigError
 
 ARGS = ["+method=byol", *TINY, "data.train_size=128", "train.epochs=3", "train.warmup_epochs=1"]
 STEPS_PER_EPOCH = 128 // 16
@@ -61,3 +64,30 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     got, want = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
     assert got["metrics"] == want["metrics"] and got["spectrum_z"] == want["spectrum_z"]
     assert got["verdict"] == want["verdict"] and got["epochs_completed"] == 3
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
+    from ablate.train import train
+
+    # thresholds that call every evaluation a collapse, then none: the stopping rule alone is under test
+    always = ["verdict.collapse_std_ratio=100", "train.epochs=4"]
+    s = train(cfg_factory("+method=simsiam", *TINY, *always, "train.early_stop_collapse=2"), tmp_path / "stop")
+    assert s["stopped_early_epoch"] == 2 and s["epochs_completed"] == 2 and s["status"] == "complete"
+    assert s["verdict"] == "collapse" and [r["epoch"] for r in rows(tmp_path / "stop")] == [1, 2]
+    never = ["verdict.collapse_std_ratio=0", "verdict.collapse_rank=0", "train.epochs=3"]
+    s = train(cfg_factory("+method=simsiam", *TINY, *never, "train.early_stop_collapse=1"), tmp_path / "go")
+    assert s["stopped_early_epoch"] is None and s["epochs_completed"] == 3
+    s = train(cfg_factory("+method=simsiam", *TINY, *always), tmp_path / "off")  # null: off
+    assert s["stopped_early_epoch"] is None and s["epochs_completed"] == 4
+    with pytest.raises(ConfigError, match="train.early_stop_collapse=0 must be an integer >= 1"):
+        train(cfg_factory("+method=simsiam", *TINY, "train.early_stop_collapse=0"), tmp_path / "bad")

@@ -402,8 +402,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "device": str(device), "equivalences": equivalences(cfg),
         "overrides": _overrides(), "choices": _choices(),
     }
-    if early_stop:
-        summary["stopped_early_epoch"] = stopped_early
+    summary["stopped_early_epoch"] = stopped_early  # null unless train.early_stop_collapse stopped the run
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
                        f"step {step}", metrics={k: v for k, v in last.items() if k in TERMS})
