@@ -36,6 +36,7 @@ from .diagnostics import (
     verdict,
 )
 from .ema import cosine_tau, make_target, update_momentum
+from .logger import make_logger
 from .losses import INVARIANCE, covariance, variance
 from .models import build_encoder, build_predictor, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
@@ -345,6 +346,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("resuming from the epoch %d checkpoint in %s (step %d)", start, run_dir, stepper.step)
     else:
         metrics_path.write_text("")
+    logger = make_logger(cfg, run_dir, state.get("logger_id") if state else None)
     progress = Progress(cfg.train.epochs)
     for epoch in range(start, cfg.train.epochs if stopped_early is None else start):
         model.train()
@@ -371,6 +373,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             progress.epoch(row)
+            logger.epoch(row)
             last = row
             if early_stop:
                 collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict)[0] == "collapse"
@@ -386,7 +389,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "last": last, "streak": streak, "stopped_early": stopped_early,
-            "wall_s": time.time() - t_start, "config": _resumable_config(cfg),
+            "wall_s": time.time() - t_start, "config": _resumable_config(cfg), "logger_id": logger.run_id,
         })
         if stopped_early is not None:
             break
@@ -428,6 +431,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     }
     summary["wall_s"] = round(time.time() - t_start, 2)
     write_json(summary_path, summary)
+    logger.finish(summary)
     m = summary["metrics"]
     log.info("verdict %s (%s); kNN %.1f%%, linear %.1f%%, %.0f s -> %s", summary["verdict"],
              summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),
