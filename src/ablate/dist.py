@@ -21,8 +21,13 @@ def world() -> tuple[int, int]:
 
 
 def setup(cfg) -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs. Returns True
-    when this call created the group (and so should destroy it)."""
+    """Join the process group torchrun (or a multi-task submitit job) describes: NCCL on GPUs, gloo on CPUs.
+    Returns True when this call created the group (and so should destroy it)."""
+    if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") and \
+            int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # hydra/launcher=submitit_slurm with tasks_per_node > 1
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
     cuda = str(cfg.device) != "cpu" and torch.cuda.is_available()

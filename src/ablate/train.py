@@ -453,7 +453,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
-        "device": str(device), "equivalences": equivalences(cfg),
+        "device": str(device), "processes": n_ranks, "equivalences": equivalences(cfg),
         "overrides": _overrides(), "choices": _choices(),
     }
     summary["stopped_early_epoch"] = stopped_early  # null unless train.early_stop_collapse stopped the run
