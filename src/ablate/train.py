@@ -21,7 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from . import __version__
+from . import dist as D
 from .augment import eval_view, two_views
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
 from .data import load_data
 from .diagnostics import (
@@ -35,6 +37,7 @@ from .diagnostics import (
     verdict,
 )
 from .ema import cosine_tau, make_target, update_momentum
+from .logger import NullLogger, make_logger
 from .losses import INVARIANCE, covariance, variance
 from .models import build_encoder, build_predictor, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
@@ -82,6 +85,8 @@ class JointEmbedding(nn.Module):
         inv = 0.5 * (self.invariance(p1, t2) + self.invariance(p2, t1))
         loss = self.w_inv * inv
         var = cov = torch.zeros((), device=inv.device)
+        if self.var is not None or self.cov is not None:  # statistics of the global batch under torchrun
+            z1, z2 = D.gather(z1), D.gather(z2)
         if self.var is not None:
             var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
             loss = loss + self.var.weight * var
@@ -140,9 +145,16 @@ class Progress:
 
 def write_json(path: Path, obj) -> None:
     """Atomic write: a reader never sees half a file, and a crash leaves the old one intact."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_complete(summary_path: Path) -> bool:
@@ -150,6 +162,63 @@ def is_complete(summary_path: Path) -> bool:
         return json.loads(summary_path.read_text()).get("status") in ("complete", "diverged")
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def finished_summary(summary_path: Path, keep_copy: bool = True) -> dict | None:
+    """The summary of a finished run in this directory, None when there is nothing to keep (no summary, or a
+    failed run). A summary that cannot be read, or an unfinished one from another schema, may still be
+    someone's result: refuse to train over it (a copy is kept next to it) rather than overwrite it."""
+    if not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        problem = f"is unreadable ({str(e).splitlines()[0]})"
+    else:
+        status, schema = summary.get("status"), summary.get("schema")
+        if status in ("complete", "diverged"):
+            return summary
+        if status == "failed" or (schema == SCHEMA and status is None):
+            return None
+        problem = f"has status {status!r} from schema {schema!r} (this version writes schema {SCHEMA})"
+    keep = summary_path.with_name(summary_path.name + ".unreadable")
+    if keep_copy and not keep.exists():
+        keep.write_bytes(summary_path.read_bytes())
+    raise ConfigError(f"{summary_path} {problem}; it may hold a finished run, so nothing was overwritten (copy "
+                      f"in {keep.name}): move it away to train here, or choose another hydra.run.dir")
+
+
+def _resume_rows(metrics_path: Path, epoch: int) -> list[dict]:
+    """The metrics rows a checkpoint at ``epoch`` vouches for: later rows (written before a kill, after the
+    checkpoint) are trained again, and a line cut short by the kill is dropped."""
+    rows = []
+    lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epoch:
+            rows.append(row)
+    if len(rows) < len(lines):
+        log.info("dropped %d metrics line(s) written after the epoch %d checkpoint", len(lines) - len(rows), epoch)
+    return rows
+
+
+def _config_diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def _resumable_config(cfg) -> dict:
+    """The config a checkpoint must match; where logs go does not change what is trained."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("logger", None)
+    return c
 
 
 @torch.no_grad()
@@ -178,6 +247,11 @@ class Stepper:
         self.mem_format = torch.channels_last if _auto(cfg.train.channels_last, cuda) else torch.contiguous_format
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
         self.batch_size = cfg.train.batch_size
+        self.rank, self.world = D.world()
+        if self.batch_size % self.world:
+            raise ConfigError(f"train.batch_size={self.batch_size} does not split over {self.world} processes; "
+                              f"use a multiple of {self.world}")
+        self.local_batch = self.batch_size // self.world
         self.steps_per_epoch = n_train // self.batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(f"train.batch_size={self.batch_size} exceeds the {n_train} training images; "
@@ -187,21 +261,31 @@ class Stepper:
         self.base_lr = cfg.optim.lr * self.batch_size / 256
         groups = param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim)
         self.opt = build_optimizer(groups, cfg.optim, self.base_lr)
-        self.forward = torch.compile(model) if cfg.train.compile else model
+        self.forward = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
         self.step, self.lr, self.tau = 0, None, None
 
     def epoch_batches(self, images):
-        """A fresh permutation on the device, cut into full batches of uint8 images."""
-        order = torch.randperm(len(images), device=images.device)
-        bs = self.batch_size
+        """A fresh permutation on the device, cut into full batches of uint8 images (this rank's slice of
+        each under torchrun: rank 0's permutation is everyone's)."""
+        order = D.broadcast_order(torch.randperm(len(images), device=images.device))
+        bs, lo = self.batch_size, self.rank * self.local_batch
         for s in range(self.steps_per_epoch):
-            yield images[order[s * bs:(s + 1) * bs]]
+            yield images[order[s * bs + lo:s * bs + lo + self.local_batch]]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.update(*two_views(images, self.cfg.aug, self.size, self.mean, self.std))
+
+    def update(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The step on two given views (the distributed test feeds identical views to 1 and N processes)."""
         cfg = self.cfg
         self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, cfg.optim.final_lr_frac)
         set_lr(self.opt, self.lr)
-        x1, x2 = two_views(images, cfg.aug, self.size, self.mean, self.std)
         x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, terms = self.forward(x1, x2)
@@ -222,42 +306,96 @@ def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbe
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     channels_last = _auto(cfg.train.channels_last, device.type == "cuda")
-    model = JointEmbedding(cfg).to(device, memory_format=torch.channels_last if channels_last else
-                                   torch.contiguous_format)
+    model = JointEmbedding(cfg)
+    if D.world()[1] > 1:
+        model = D.sync_batchnorm(model, device)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return model, Stepper(model, cfg, data, device, len(data.train_x))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one configuration and write metrics.jsonl, summary.json and config.yaml into ``run_dir``."""
+    """Train one configuration and write metrics.jsonl, summary.json and config.yaml into ``run_dir``.
+    Under torchrun every rank trains its shard and only rank 0 writes, into rank 0's ``run_dir``."""
+    created = D.setup(cfg)
+    try:
+        return _train(cfg, Path(D.broadcast_object(str(run_dir))))
+    finally:
+        if created:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    rank, n_ranks = D.world()
+    writer = rank == 0
+    if not writer:  # one log for the job
+        log.setLevel(logging.WARNING)
     check_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    early_stop = cfg.train.get("early_stop_collapse")
+    if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
+        raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
+                          f"to never stop early")
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "summary.json"
-    if is_complete(summary_path):
-        log.warning("%s already holds a finished run; leaving it as it is (choose another hydra.run.dir "
-                    "to train again)", run_dir)
-        return json.loads(summary_path.read_text())
+    finished = finished_summary(summary_path, keep_copy=writer)
+    if finished is not None:
+        version = finished.get("ablate_version")
+        log.warning("%s already holds a finished run%s; leaving it as it is (choose another hydra.run.dir "
+                    "to train again)", run_dir, "" if version == __version__ else f" (written by ablate {version})")
+        return finished
     t_start = time.time()
     on = techniques(cfg)
     for note in equivalences(cfg):
         log.info("note: %s", note)
     log.info("method %s, techniques: %s", cfg.method.name,
              ", ".join(f"{t}={'on' if on[t] else 'off'}" for t in TECHNIQUES))
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if writer:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    device = pick_device(cfg)
+    device = D.device(cfg) or pick_device(cfg)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
     model, stepper = build_runner(cfg, data, device)
-    log.info("data %s: %d training images, device %s, %d steps of %d, lr %.4g", cfg.data.name,
-             len(data.train_x), device, stepper.total, stepper.batch_size, stepper.base_lr)
+    if n_ranks > 1:  # same initial model everywhere (DDP broadcasts it too), own augmentations per rank
+        torch.manual_seed(cfg.seed + rank)
+    log.info("data %s: %d training images, device %s, %d steps of %d%s, lr %.4g", cfg.data.name,
+             len(data.train_x), device, stepper.total, stepper.batch_size,
+             f" ({n_ranks} processes x {stepper.local_batch})" if n_ranks > 1 else "", stepper.base_lr)
 
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
+    last, diverged, start, streak, stopped_early = {}, None, 0, 0, None
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        diff = _config_diff(state["config"], _resumable_config(cfg))
+        if diff:
+            raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
+                              f"run the same command to resume, or choose another hydra.run.dir")
+        model.load_state_dict(state["model"])
+        stepper.opt.load_state_dict(state["opt"])
+        stepper.step, stepper.lr, stepper.tau = state["step"], state["lr"], state["tau"]
+        if len(state["rng_cpu"]) == n_ranks:
+            torch.set_rng_state(state["rng_cpu"][rank])
+            if device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"][rank], device)
+        else:  # another number of processes: the data order and augmentations cannot be replayed exactly
+            log.warning("checkpoint written by %d process(es), resumed by %d: random draws differ from an "
+                        "uninterrupted run", len(state["rng_cpu"]), n_ranks)
+            torch.manual_seed(cfg.seed + rank + 1000 * state["epoch"])
+        start, last, streak, stopped_early = state["epoch"], state["last"], state["streak"], state["stopped_early"]
+        t_start -= state["wall_s"]
+        if writer:
+            rows = _resume_rows(metrics_path, start)
+            write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        log.info("resuming from the epoch %d checkpoint in %s (step %d)", start, run_dir, stepper.step)
+    elif writer:
+        metrics_path.write_text("")
+    logger = make_logger(cfg, run_dir, state.get("logger_id") if state else None) if writer else NullLogger()
     progress = Progress(cfg.train.epochs)
-    last, diverged = {}, None
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(start, cfg.train.epochs if stopped_early is None else start):
         model.train()
         running = torch.zeros(len(TERMS), device=device)
         count = 0
@@ -265,12 +403,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             running += stepper(batch)
             count += 1
             if stepper.step % cfg.train.log_every == 0 or s == stepper.steps_per_epoch - 1:
-                mean_loss = (running[0] / count).item()  # the one host read per interval
+                mean_loss = (D.mean(running[0]) / count).item()  # the one host read per interval
                 if not math.isfinite(mean_loss):
                     diverged = mean_loss
                     break
                 progress.step(epoch, (s + 1) / stepper.steps_per_epoch, mean_loss)
-        terms_mean = (running / max(count, 1)).tolist()
+        terms_mean = (D.mean(running) / max(count, 1)).tolist()
         if diverged is not None:
             last.update(dict(zip(TERMS, terms_mean)))
             break
@@ -279,10 +417,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             row = {"epoch": epoch + 1, "step": stepper.step, **dict(zip(TERMS, terms_mean)),
                    **{k: float(v) for k, v in diag.items()}, "lr": stepper.lr, "tau": stepper.tau,
                    "wall_s": round(time.time() - t_start, 2)}
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            if writer:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
             progress.epoch(row)
+            logger.epoch(row)
             last = row
+            if early_stop:
+                collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict)[0] == "collapse"
+                streak = streak + 1 if collapsed else 0
+                if streak >= early_stop:
+                    stopped_early = epoch + 1
+                    log.info("stopping early: verdict collapse at %d consecutive evaluations (epoch %d, "
+                             "train.early_stop_collapse=%d)", streak, stopped_early, early_stop)
+        # RNG states (every rank's) at the epoch boundary: a resumed run draws the same permutations and
+        # augmentations
+        rng_cpu = D.gather_objects(torch.get_rng_state())
+        rng_cuda = D.gather_objects(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+        if writer:
+            save_checkpoint(run_dir, {
+                "schema": SCHEMA, "ablate_version": __version__, "epoch": epoch + 1, "step": stepper.step,
+                "lr": stepper.lr, "tau": stepper.tau, "model": model.state_dict(), "opt": stepper.opt.state_dict(),
+                "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "last": last, "streak": streak,
+                "stopped_early": stopped_early, "wall_s": time.time() - t_start, "config": _resumable_config(cfg),
+                "logger_id": logger.run_id, "processes": n_ranks,
+            })
+        if stopped_early is not None:
+            break
     size = cfg.data.image_size
     step = stepper.step
 
@@ -292,9 +453,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
-        "device": str(device), "equivalences": equivalences(cfg),
+        "device": str(device), "processes": n_ranks, "equivalences": equivalences(cfg),
         "overrides": _overrides(), "choices": _choices(),
     }
+    summary["stopped_early_epoch"] = stopped_early  # null unless train.early_stop_collapse stopped the run
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
                        f"step {step}", metrics={k: v for k, v in last.items() if k in TERMS})
@@ -319,7 +481,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "units": "top-1 in percent",
     }
     summary["wall_s"] = round(time.time() - t_start, 2)
+    if not writer:
+        return summary
     write_json(summary_path, summary)
+    logger.finish(summary)
     m = summary["metrics"]
     log.info("verdict %s (%s); kNN %.1f%%, linear %.1f%%, %.0f s -> %s", summary["verdict"],
              summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),

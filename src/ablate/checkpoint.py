@@ -1,0 +1,96 @@
+"""Per-epoch checkpoints that survive a kill, a torn write and a full disk.
+
+``checkpoint.pt`` is a regular ``torch.save`` file followed by a trailer with the SHA-256 of the payload
+(``torch.load`` ignores bytes after the zip archive, so the file stays loadable by hand). The zip format
+notices a truncated file but not a flipped byte inside it; the digest notices both. A new checkpoint is
+written to a temporary file and moved into place, and the one it replaces is kept as ``checkpoint.prev.pt``,
+so a kill at any moment leaves at least one complete checkpoint behind.
+"""
+
+import errno
+import hashlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError
+
+log = logging.getLogger("ablate")
+CURRENT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+TRAILER = b"\nABLATE-SHA256:"
+DIGEST_LEN = 64
+
+
+class CheckpointError(ConfigError):
+    """No usable checkpoint although some exist; the message says what to do."""
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> bool:
+    """Write ``state`` as the run's checkpoint; on an OSError (a full disk, say) log why, keep the previous
+    checkpoint and return False: losing one checkpoint must not kill the run."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    data = payload + TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    path, prev = run_dir / CURRENT, run_dir / PREVIOUS
+    tmp = run_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, prev)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = path if path.exists() else prev if prev.exists() else None
+        why = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+        log.warning("could not write the epoch %s checkpoint (%s); %s; training continues", state.get("epoch"),
+                    why, f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
+        return False
+    return True
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load one checkpoint file, verifying its digest; raises ValueError saying what is wrong."""
+    data = path.read_bytes()
+    cut = data.rfind(TRAILER)
+    if cut < 0:
+        raise ValueError("no integrity trailer (truncated, or not an ablate checkpoint)")
+    payload, digest = data[:cut], data[cut + len(TRAILER):].strip()
+    if len(digest) != DIGEST_LEN:
+        raise ValueError("truncated integrity trailer")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("checksum mismatch (corrupted)")
+    state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise ValueError("not an ablate checkpoint")
+    return state
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """The newest readable checkpoint in ``run_dir``: None when there is none, the previous one (with a
+    warning) when the newest is damaged, a CheckpointError when every one present is damaged."""
+    problems = []
+    for name in (CURRENT, PREVIOUS):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            state = read_checkpoint(path)
+        except Exception as e:  # torch.load raises several types on garbage
+            problems.append(f"{path}: {e}")
+            log.warning("checkpoint %s is unusable (%s)%s", path, e,
+                        "; trying the previous one" if name == CURRENT else "")
+            continue
+        if problems:
+            log.warning("resuming from the previous checkpoint %s (epoch %d)", path, state["epoch"])
+        return state
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {run_dir} ({'; '.join(problems)}); delete "
+                              f"{CURRENT} and {PREVIOUS} to train from scratch, or choose another hydra.run.dir")
+    return None

@@ -1,0 +1,156 @@
+"""Hostile input around a run directory: damaged checkpoints, foreign or malformed summaries, unrelated files
+and a full disk each get a clear message, and nothing already finished is lost."""
+
+import errno
+import json
+import logging
+
+import pytest
+import torch
+from conftest import TINY
+
+from ablate import checkpoint
+from ablate.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from ablate.config import ConfigError
+from ablate.train import train
+
+ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # on a shared, loaded CPU two spinning OpenMP threads make tiny steps 100x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def rows(run):
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def unfinished_run(cfg_factory, run):
+    """A run whose two epochs are checkpointed but whose summary is missing (killed in the final probe)."""
+    train(cfg_factory(*ARGS), run)
+    (run / "summary.json").unlink()
+    return rows(run)
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(cfg_factory, tmp_path, caplog):
+    run = tmp_path / "run"
+    want = unfinished_run(cfg_factory, run)
+    data = (run / CURRENT).read_bytes()
+    (run / CURRENT).write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.INFO, logger="ablate"):
+        summary = train(cfg_factory(*ARGS), run)
+    assert f"{run / CURRENT} is unusable (no integrity trailer" in caplog.text
+    assert "resuming from the previous checkpoint" in caplog.text and "(epoch 1)" in caplog.text
+    assert summary["status"] == "complete" and rows(run) == want  # epoch 2 trained again, identically
+
+
+def test_corrupted_checkpoints_give_a_clear_error_and_stay(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    unfinished_run(cfg_factory, run)
+    for name in (CURRENT, PREVIOUS):
+        data = bytearray((run / name).read_bytes())
+        data[len(data) // 3] ^= 0xFF  # inside the zip: torch.load alone would not notice
+        (run / name).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_checkpoint(run / CURRENT)
+    before = {n: (run / n).read_bytes() for n in (CURRENT, PREVIOUS, "metrics.jsonl")}
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint in .*checksum mismatch.*delete checkpoint.pt "
+                                              r"and checkpoint.prev.pt to train from scratch"):
+        train(cfg_factory(*ARGS), run)
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_a_foreign_file_named_checkpoint_is_rejected(tmp_path):
+    (tmp_path / CURRENT).write_text("my notes\n")
+    with pytest.raises(CheckpointError, match="no integrity trailer"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('{"status": "compl', "is unreadable (Unterminated string"),
+    ('["complete"]', "is unreadable (a JSON list, not an object)"),
+    ('{"schema": 7, "status": "running"}', "has status 'running' from schema 7"),
+])
+def test_malformed_or_foreign_summary_is_never_overwritten(cfg_factory, tmp_path, text, problem):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(text)
+    with pytest.raises(ConfigError, match="nothing was overwritten") as e:
+        train(cfg_factory(*ARGS), run)
+    assert problem in str(e.value) and "\n" not in str(e.value)
+    assert (run / "summary.json").read_text() == text
+    assert (run / "summary.json.unreadable").read_text() == text  # survives a sweep's failure record too
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_finished_summary_from_another_version_is_kept(cfg_factory, tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    text = json.dumps({"schema": 0, "ablate_version": "0.0.1", "status": "complete", "metrics": {}})
+    (run / "summary.json").write_text(text)
+    with caplog.at_level(logging.INFO, logger="ablate"):
+        assert train(cfg_factory(*ARGS), run)["ablate_version"] == "0.0.1"
+    assert "already holds a finished run (written by ablate 0.0.1)" in caplog.text
+    assert (run / "summary.json").read_text() == text and not (run / "metrics.jsonl").exists()
+
+
+def test_unrelated_files_in_the_run_directory_are_left_alone(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    unrelated = {"notes.txt": "lr looks high\n", "plots/a.csv": "1,2\n", f".{CURRENT}.999.tmp": "half a write",
+                 "metrics.jsonl.bak": "{}\n"}
+    for name, text in unrelated.items():
+        (run / name).write_text(text)
+    assert train(cfg_factory(*ARGS), run)["status"] == "complete"
+    assert {n: (run / n).read_text() for n in unrelated} == unrelated
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory, tmp_path, monkeypatch, caplog):
+    real_open = open
+
+    class FullDisk:
+        """A file that takes a few bytes, then fails as a full disk does."""
+
+        def __init__(self, path, mode):
+            self.f = real_open(path, mode)
+
+        def write(self, data):
+            self.f.write(data[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert save_checkpoint(run, {"epoch": 1, "w": torch.ones(3)})
+    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+    with caplog.at_level(logging.INFO, logger="ablate"):
+        assert not save_checkpoint(run, {"epoch": 2, "w": torch.zeros(3)})
+    assert f"could not write the epoch 2 checkpoint (the disk is full); the previous checkpoint {run / CURRENT} is " \
+           f"kept; training continues" in caplog.text
+    assert load_checkpoint(run)["epoch"] == 1 and sorted(p.name for p in run.iterdir()) == [CURRENT]
+    # a whole run on a disk that fills up after the first epoch's checkpoint still finishes
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    monkeypatch.undo()
+    calls = []
+
+    def save_then_fill(run_dir, state):
+        calls.append(state["epoch"])
+        if len(calls) > 1:
+            monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
+        return save_checkpoint(run_dir, state)
+
+    monkeypatch.setattr("ablate.train.save_checkpoint", save_then_fill)
+    assert train(cfg_factory(*ARGS), run2)["status"] == "complete"
+    assert calls == [1, 2] and load_checkpoint(run2)["epoch"] == 1

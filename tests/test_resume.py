@@ -1,0 +1,93 @@
+"""A run killed with SIGKILL in the middle of an epoch and started again with the same command ends with the
+same metrics as a run that was never interrupted (CPU, fixed seed, deterministic kernels)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import TINY
+
+from ablate.config import ConfigError
+
+ARGS = ["+method=byol", *TINY, "data.train_size=128", "train.epochs=3", "train.warmup_epochs=1"]
+STEPS_PER_EPOCH = 128 // 16
+
+# SIGKILL from inside the training step, so the kill lands at a known step of epoch 2 (a timer would race)
+KILLER = """
+import os, signal, sys
+from ablate import train as T
+call = T.Stepper.__call__
+def killing_call(self, images):
+    if self.step == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return call(self, images)
+T.Stepper.__call__ = killing_call
+sys.argv = ["ablate", *sys.argv[1:]]
+from ablate.cli import main
+main()
+"""
+
+
+def ablate(*args, cwd, kill_at=None):
+    # one thread: on a shared, loaded CPU two spinning OpenMP threads make tiny steps 100x slower
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if kill_at is None:
+        cmd = [sys.executable, "-m", "ablate", *args]
+    else:
+        cmd, env["KILL_AT_STEP"] = [sys.executable, "-c", KILLER, *args], str(kill_at)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def rows(run):
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert ablate(*ARGS, f"hydra.run.dir={ref}", cwd=tmp_path).returncode == 0
+    r = ablate(*ARGS, f"hydra.run.dir={run}", cwd=tmp_path, kill_at=STEPS_PER_EPOCH + 3)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not (run / "summary.json").exists() and len(rows(run)) == 1  # killed inside epoch 2
+    # another configuration into the same directory is refused, in one line, before any training
+    r = ablate(*ARGS, "var=hinge", f"hydra.run.dir={run}", cwd=tmp_path)
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and line.startswith("ablate: error: ")
+    assert "checkpoint of another configuration (var: None -> " in line
+    r = ablate(*ARGS, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from the epoch 1 checkpoint" in r.stdout + r.stderr
+    assert rows(run) == rows(ref)  # exact: same RNG draws, same kernels
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
+    assert got["metrics"] == want["metrics"] and got["spectrum_z"] == want["spectrum_z"]
+    assert got["verdict"] == want["verdict"] and got["epochs_completed"] == 3
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
+    from ablate.train import train
+
+    # thresholds that call every evaluation a collapse, then none: the stopping rule alone is under test
+    always = ["verdict.collapse_std_ratio=100", "train.epochs=4"]
+    s = train(cfg_factory("+method=simsiam", *TINY, *always, "train.early_stop_collapse=2"), tmp_path / "stop")
+    assert s["stopped_early_epoch"] == 2 and s["epochs_completed"] == 2 and s["status"] == "complete"
+    assert s["verdict"] == "collapse" and [r["epoch"] for r in rows(tmp_path / "stop")] == [1, 2]
+    never = ["verdict.collapse_std_ratio=0", "verdict.collapse_rank=0", "train.epochs=3"]
+    s = train(cfg_factory("+method=simsiam", *TINY, *never, "train.early_stop_collapse=1"), tmp_path / "go")
+    assert s["stopped_early_epoch"] is None and s["epochs_completed"] == 3
+    s = train(cfg_factory("+method=simsiam", *TINY, *always), tmp_path / "off")  # null: off
+    assert s["stopped_early_epoch"] is None and s["epochs_completed"] == 4
+    with pytest.raises(ConfigError, match="train.early_stop_collapse=0 must be an integer >= 1"):
+        train(cfg_factory("+method=simsiam", *TINY, "train.early_stop_collapse=0"), tmp_path / "bad")
