@@ -7,7 +7,16 @@ import torch
 import torchvision.transforms.functional as TF
 from omegaconf import OmegaConf
 
-from ablate.augment import adjust_hue, color_jitter, crop_boxes, gaussian_blur, jitter_factors, two_views
+from ablate.augment import (
+    GRAY,
+    adjust_hue,
+    color_jitter,
+    crop_boxes,
+    gaussian_blur,
+    jitter_factors,
+    resized_crop_flip,
+    two_views,
+)
 
 AUG = OmegaConf.create(dict(crop_scale=[0.08, 1.0], crop_ratio=[0.75, 4 / 3], flip_p=0.5, jitter_p=0.8,
                             brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, gray_p=0.2,
@@ -115,3 +124,109 @@ def test_flip_mirrors_half_the_batch():
     flipped = v[:, 0, 4, 0] < 0.5
     assert flipped.float().mean().item() == pytest.approx(0.5, abs=0.06)
     assert math.isclose(v[~flipped, 0, 4, 0].min().item(), 1.0, abs_tol=1e-5)
+
+
+def _only(**kw):
+    """The recipe with every op off except those given (identity crop, no flip)."""
+    off = dict(crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=0.0, jitter_p=0.0, gray_p=0.0,
+               blur_p=[0.0, 0.0], solarize_p=[0.0, 0.0])
+    return OmegaConf.merge(AUG, {**off, **kw})
+
+
+def test_identity_recipe_returns_the_images():
+    img = (torch.rand(8, 3, 16, 16) * 255).to(torch.uint8)
+    v1, v2 = two_views(img, _only(), 16, torch.zeros(3), torch.ones(3))
+    assert torch.allclose(v1, img.float() / 255, atol=1e-5) and torch.allclose(v2, v1)
+
+
+def test_crop_and_flip_sample_each_box_per_sample():
+    # coordinate ramps: bilinear sampling of a linear ramp is exact, so each output pixel tells where it came from
+    n, size, out = 64, 32, 8
+    xs = torch.arange(size, dtype=torch.float32)
+    ramp = torch.stack([xs.view(1, -1).expand(size, size), xs.view(-1, 1).expand(size, size)]).expand(n, 2, size, size)
+    boxes = crop_boxes(n, size, size, (0.08, 1.0), (0.75, 4 / 3), "cpu")
+    flip = torch.rand(n) < 0.5
+    y = resized_crop_flip(ramp.contiguous(), boxes, flip, out)
+    i, j, h, w = boxes
+    c = torch.arange(out, dtype=torch.float32) + 0.5
+    col = torch.where(flip.view(-1, 1), c.flip(0).view(1, -1), c.view(1, -1))
+    want_x = (j.view(-1, 1) + col * w.view(-1, 1) / out - 0.5).clamp(0, size - 1)
+    want_y = (i.view(-1, 1) + c.view(1, -1) * h.view(-1, 1) / out - 0.5).clamp(0, size - 1)
+    assert torch.allclose(y[:, 0, 0, :], want_x, atol=1e-3)
+    assert torch.allclose(y[:, 1, :, 0], want_y, atol=1e-3)
+    assert flip.any() and not flip.all()
+
+
+def test_grayscale_probability_is_per_sample():
+    torch.manual_seed(0)
+    img = (torch.rand(1, 3, 8, 8) * 255).to(torch.uint8).expand(4000, 3, 8, 8).contiguous()
+    for p in (0.2, 0.5):
+        v, _ = two_views(img, _only(gray_p=p), 8, torch.zeros(3), torch.ones(3))
+        gray = (v[:, 0] == v[:, 1]).flatten(1).all(1) & (v[:, 1] == v[:, 2]).flatten(1).all(1)
+        assert gray.float().mean().item() == pytest.approx(p, abs=0.03)
+        # the grey images are the luma of the input, the others the input itself
+        assert torch.allclose(v[gray][:, 0], (img[:1].float() / 255 * torch.tensor(GRAY).view(1, 3, 1, 1)).sum(1)
+                              .expand(int(gray.sum()), 8, 8), atol=1e-5)
+        assert torch.allclose(v[~gray], img[~gray].float() / 255, atol=1e-6)
+
+
+def test_jitter_probability_and_per_sample_factors():
+    torch.manual_seed(0)
+    img = (torch.rand(1, 3, 8, 8) * 200 + 20).to(torch.uint8).expand(4000, 3, 8, 8).contiguous()
+    v, _ = two_views(img, _only(jitter_p=0.8), 8, torch.zeros(3), torch.ones(3))
+    changed = (v - img.float() / 255).abs().flatten(1).amax(1) > 1e-4
+    assert changed.float().mean().item() == pytest.approx(0.8, abs=0.03)
+    # per-sample factors: the jittered copies of one image all differ from each other
+    assert torch.unique(v[changed].flatten(1).mean(1)).numel() > 0.95 * changed.sum().item()
+
+
+def test_blur_sigma_range_and_probability_per_view():
+    # an impulse: the neighbour / centre ratio of a blurred copy is exp(-1 / (2 sigma^2))
+    torch.manual_seed(0)
+    n, size = 2000, 32
+    img = torch.zeros(n, 3, size, size, dtype=torch.uint8)
+    img[:, :, 16, 16] = 255
+    cfg = _only(blur_p=[1.0, 0.1], blur_sigma=[0.1, 2.0])
+    for v, p in zip(two_views(img, cfg, size, torch.zeros(3), torch.ones(3)), (1.0, 0.1)):
+        centre, right = v[:, 0, 16, 16].double(), v[:, 0, 16, 17].double()
+        blurred = right > 0
+        assert blurred.float().mean().item() == pytest.approx(p, abs=0.02)
+        sigma = torch.sqrt(-1 / (2 * torch.log(right[blurred] / centre[blurred])))
+        assert sigma.min() >= 0.1 - 1e-3 and sigma.max() <= 2.0 + 1e-3
+        assert sigma.min() < 0.2 and sigma.max() > 1.9  # uniform over the whole range
+        assert sigma.mean().item() == pytest.approx(1.05, abs=0.08)
+        assert torch.unique(sigma.float()).numel() > 0.9 * blurred.sum().item()  # drawn per sample
+        assert torch.allclose(v[~blurred], img[~blurred].float() / 255, atol=1e-6)
+
+
+def test_solarize_each_view_is_per_sample_and_exact():
+    torch.manual_seed(0)
+    img = (torch.rand(1, 3, 8, 8) * 255).to(torch.uint8).expand(3000, 3, 8, 8).contiguous()
+    x = img[0].float() / 255
+    v1, v2 = two_views(img, _only(solarize_p=[0.1, 0.5]), 8, torch.zeros(3), torch.ones(3))
+    for v, p in ((v1, 0.1), (v2, 0.5)):
+        sol = (v - x).abs().flatten(1).amax(1) > 1e-6
+        assert sol.float().mean().item() == pytest.approx(p, abs=0.03)
+        assert torch.allclose(v[sol], torch.where(x >= 0.5, 1 - x, x).expand(int(sol.sum()), 3, 8, 8), atol=1e-6)
+
+
+def test_two_views_match_torchvision_pipeline_statistics():
+    """Same images through torchvision's per-image PIL pipeline of the same recipe and through ours: per-channel
+    mean and std of the outputs, and the share of grey outputs, agree."""
+    from PIL import Image
+
+    from ablate.bench import torchvision_views
+    from ablate.data import make_shapes
+
+    torch.manual_seed(0)
+    img, _ = make_shapes(256, seed=3)
+    mean, std = torch.tensor([0.3, 0.3, 0.3]), torch.tensor([0.25, 0.25, 0.25])
+    tv1, tv2 = torchvision_views(AUG, 32, mean, std)
+    pil = [Image.fromarray(a) for a in img.permute(0, 2, 3, 1).numpy()]
+    ref = [torch.stack([t(p) for p in pil]) for t in (tv1, tv2)]
+    ours = two_views(img, AUG, 32, mean, std)
+    for r, o in zip(ref, ours):
+        assert torch.allclose(o.mean(dim=(0, 2, 3)), r.mean(dim=(0, 2, 3)), atol=0.08)
+        assert torch.allclose(o.std(dim=(0, 2, 3)), r.std(dim=(0, 2, 3)), rtol=0.08)
+        grey = lambda t: ((t[:, 0] - t[:, 1]).abs().flatten(1).amax(1) < 0.02).float().mean().item()  # noqa: E731
+        assert grey(o) == pytest.approx(grey(r), abs=0.06)

@@ -1,0 +1,346 @@
+"""``python -m ablate.bench {aug,step,epoch,all}``: the suite's speed against the way peers do the same work.
+
+Each sub-benchmark runs both sides in one process, alternating (warmup, then A B A B ...), so a machine
+shared with other jobs slows both alike; it prints a table and ends with one JSON line of its figures.
+A ``speedup_*`` above 1 means the suite is faster; ``overhead_vs_bare`` is the runner's step time over a
+plain loop's.
+
+    aug    two-view augmentation: the suite's batched ops vs torchvision's PIL transforms in a DataLoader
+           with every core as a worker, and vs kornia's per-sample augmentation (same recipe, same images)
+    step   the runner's training step (ablate.train.Stepper) vs a bare loop doing the same augmentation,
+           forward, backward and optimizer step on the same model and batch
+    epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
+           DataLoader, then the same model, optimizer and batch size)
+
+Trailing ``key=value`` arguments are Hydra overrides of the run config (default ``+method=simsiam``,
+``scale=cpu``: the embedded shapes data, small CNN, 32 px), e.g. ``data=npz data.path=...`` for CIFAR-10.
+"""
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+# OpenMP threads spin while they wait for each other: on cores shared with other jobs one descheduled thread
+# stalls every small op (measured here: two threads 6x slower than one). Passive waiting avoids that; it has
+# to be set before torch loads, and it applies to both sides of every benchmark alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .augment import two_views  # noqa: E402
+from .data import load_data  # noqa: E402
+from .ema import cosine_tau, update_momentum  # noqa: E402
+from .optim import build_optimizer, param_groups  # noqa: E402
+from .train import build_runner, pick_device  # noqa: E402
+
+
+def compose_cfg(method: str, overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("ablate.conf", version_base="1.3"):
+        return compose("config", overrides=[f"+method={method}", *overrides])
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def alternate(sides: dict, rounds: int, warmup: int, device) -> dict:
+    """Run every side's callable ``warmup`` times, then ``rounds`` times in turn; seconds per call."""
+    times = {k: [] for k in sides}
+    for r in range(warmup + rounds):
+        for name, fn in sides.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def table(title: str, rows: list[tuple]) -> None:
+    print(f"\n{title}")
+    print(f"{'side':<34}{'median s':>10}{'min s':>10}{'images/s':>12}{'ratio':>8}")
+    for name, ts, n_img, ratio in rows:
+        print(f"{name:<34}{statistics.median(ts):>10.4f}{min(ts):>10.4f}{n_img / statistics.median(ts):>12.0f}"
+              f"{ratio:>8.2f}")
+
+
+# ------------------------------------------------------------------------------------- peer pipelines
+def torchvision_views(aug, size: int, mean, std):
+    """The suite's recipe as torchvision per-image transforms, one Compose per view (as solo-learn/lightly)."""
+    import torchvision.transforms as T
+
+    def view(v):
+        ops = [T.RandomResizedCrop(size, scale=tuple(aug.crop_scale), ratio=tuple(aug.crop_ratio)),
+               T.RandomHorizontalFlip(aug.flip_p),
+               T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
+               T.RandomGrayscale(aug.gray_p)]
+        if aug.blur_p[v] > 0:
+            k = 2 * int(0.05 * size) + 1
+            ops.append(T.RandomApply([T.GaussianBlur(k, tuple(aug.blur_sigma))], p=aug.blur_p[v]))
+        if aug.solarize_p[v] > 0:
+            ops.append(T.RandomSolarize(128, p=aug.solarize_p[v]))
+        ops += [T.ToTensor(), T.Normalize(mean.tolist(), std.tolist())]
+        return T.Compose(ops)
+
+    return view(0), view(1)
+
+
+class TwoViewDataset(torch.utils.data.Dataset):
+    """uint8 HWC arrays turned into PIL images per item, as torchvision's CIFAR10 dataset does."""
+
+    def __init__(self, images_nchw: torch.Tensor, views):
+        self.arrays = images_nchw.permute(0, 2, 3, 1).contiguous().numpy()
+        self.views = views
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.arrays[i])
+        return self.views[0](img), self.views[1](img)
+
+
+def torchvision_loader(images, aug, size, mean, std, batch, workers, shuffle=False, drop_last=False):
+    ds = TwoViewDataset(images.cpu(), torchvision_views(aug, size, mean.cpu(), std.cpu()))
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
+                                       num_workers=workers, persistent_workers=workers > 0,
+                                       pin_memory=torch.cuda.is_available())
+
+
+def kornia_views(aug, size: int, mean, std):
+    """The same recipe with kornia.augmentation (per-sample parameters, batched), one pipeline per view."""
+    import kornia.augmentation as K
+
+    def view(v):
+        ops = [K.RandomResizedCrop((size, size), scale=tuple(aug.crop_scale), ratio=tuple(aug.crop_ratio)),
+               K.RandomHorizontalFlip(p=aug.flip_p),
+               K.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue, p=aug.jitter_p),
+               K.RandomGrayscale(p=aug.gray_p)]
+        if aug.blur_p[v] > 0:
+            k = 2 * int(0.05 * size) + 1
+            ops.append(K.RandomGaussianBlur((k, k), tuple(aug.blur_sigma), p=aug.blur_p[v]))
+        if aug.solarize_p[v] > 0:
+            ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=aug.solarize_p[v]))
+        ops.append(K.Normalize(mean, std))
+        return torch.nn.Sequential(*ops)
+
+    return view(0), view(1)
+
+
+# -------------------------------------------------------------------------------------- benchmarks
+def bench_aug(cfg, data, device, args) -> dict:
+    images = data.train_x[: args.images] if args.images else data.train_x
+    n, bs, size, aug = len(images), args.aug_batch, cfg.data.image_size, cfg.aug
+    mean, std = data.mean, data.std
+    batches = [images[i:i + bs] for i in range(0, n, bs)]
+
+    def suite():
+        for b in batches:
+            two_views(b, aug, size, mean, std)
+
+    loader = torchvision_loader(images, aug, size, mean, std, bs, args.workers)
+
+    def tv():
+        for x1, x2 in loader:
+            x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+
+    k1, k2 = (v.to(device) for v in kornia_views(aug, size, mean, std))
+
+    def kornia():
+        with torch.no_grad():
+            for b in batches:
+                x = b.float().div(255)
+                k1(x), k2(x)
+
+    sides = {"suite": suite, "torchvision": tv, "kornia": kornia}
+    if args.no_kornia:
+        del sides["kornia"]
+    t = alternate(sides, args.rounds, args.warmup, device)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    table(f"aug: two views of {n} uint8 {size}px images, batch {bs}, {args.workers} DataLoader workers, "
+          f"{torch.get_num_threads()} torch threads, {device}",
+          [(k, t[k], n, med[k] / med["suite"]) for k in t])
+    out = {"bench": "aug", "images": n, "batch": bs, "workers": args.workers,
+           "suite_img_s": n / med["suite"], "torchvision_img_s": n / med["torchvision"],
+           "speedup_vs_torchvision": med["torchvision"] / med["suite"]}
+    if "kornia" in med:
+        out.update(kornia_img_s=n / med["kornia"], speedup_vs_kornia=med["kornia"] / med["suite"])
+    return out
+
+
+def bench_step(cfg, data, device, args) -> dict:
+    model, stepper = build_runner(cfg, data, device)
+    batch = data.train_x[: stepper.batch_size]
+    # the bare loop: the same model, its own optimizer of the same kind over the same groups
+    opt = build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim),
+                          cfg.optim, stepper.base_lr)
+    aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
+    fmt, bf16 = stepper.mem_format, stepper.bf16
+    views = [v.contiguous(memory_format=fmt) for v in two_views(batch, aug, size, mean, std)]
+
+    def bare(x1, x2):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model(x1, x2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if model.target is not None:
+            update_momentum(model.online, model.target, 0.99)
+
+    def runner():
+        for _ in range(args.steps):
+            stepper(batch)
+
+    def bare_loop():
+        for _ in range(args.steps):
+            x1, x2 = two_views(batch, aug, size, mean, std)
+            bare(x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt))
+
+    def bare_no_aug():
+        for _ in range(args.steps):
+            bare(*views)
+
+    t = alternate({"runner (Stepper)": runner, "bare loop": bare_loop, "bare loop, views precomputed": bare_no_aug},
+                  args.rounds, args.warmup, device)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    n = args.steps * len(batch)
+    table(f"step: {args.steps} steps of batch {len(batch)}, {cfg.method.name}, {cfg.backbone.name}, "
+          f"{cfg.optim.name}, {device}", [(k, t[k], n, med[k] / med["bare loop"]) for k in t])
+    r, b, b0 = med["runner (Stepper)"], med["bare loop"], med["bare loop, views precomputed"]
+    return {"bench": "step", "method": cfg.method.name, "batch": len(batch), "steps": args.steps,
+            "runner_step_s": r / args.steps, "bare_step_s": b / args.steps, "overhead_vs_bare": r / b,
+            "overhead_vs_bare_no_aug": r / b0, "aug_share_of_step": max(0.0, (b - b0) / b)}
+
+
+def step_flops(model, x1, x2) -> float:
+    """FLOPs of one forward + backward of the two views (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model)
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = probe(x1, x2)
+        loss.backward()
+    return float(fc.get_total_flops())
+
+
+def bench_epoch(cfg, data, device, args) -> dict:
+    torch.manual_seed(cfg.seed)
+    model, stepper = build_runner(cfg, data, device)
+    images = data.train_x
+    n_img = stepper.steps_per_epoch * stepper.batch_size
+    aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
+    fmt, bf16 = stepper.mem_format, stepper.bf16
+    x1, x2 = two_views(images[: stepper.batch_size], aug, size, mean, std)
+    flops_step = step_flops(model, x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt))
+
+    def runner():
+        running = torch.zeros(4, device=device)
+        for batch in stepper.epoch_batches(images):
+            running += stepper(batch)
+        running.tolist()  # one host read per epoch, as the runner's log interval allows
+
+    sides = {"runner (device data + batched aug)": runner}
+    if not args.no_reference:
+        ref_model = copy.deepcopy(model)
+        opt = build_optimizer(param_groups({"online": ref_model.online, "predictor": ref_model.predictor},
+                                           cfg.optim), cfg.optim, stepper.base_lr)
+        loader = torchvision_loader(images, aug, size, mean, std, stepper.batch_size, args.workers,
+                                    shuffle=True, drop_last=True)
+
+        def reference():
+            total = torch.zeros((), device=device)
+            for r1, r2 in loader:
+                r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss, _ = ref_model(r1, r2)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ref_model.target is not None:
+                    update_momentum(ref_model.online, ref_model.target, cosine_tau(0, 1, cfg.ema.base_tau))
+                total += loss.detach()
+            total.item()
+
+        sides["reference (torchvision DataLoader)"] = reference
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = alternate(sides, args.rounds, args.warmup, device)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    runner_s = med["runner (device data + batched aug)"]
+    table(f"epoch: {n_img} images ({cfg.data.name}, {size}px), batch {stepper.batch_size}, {cfg.method.name}, "
+          f"{cfg.backbone.name}, {args.workers} workers, {device}",
+          [(k, t[k], n_img, med[k] / runner_s) for k in t])
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        dev_name = torch.cuda.get_device_name(device)
+    else:  # the process's peak resident set (Linux reports KiB)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        dev_name = "cpu"
+    out = {"bench": "epoch", "method": cfg.method.name, "backbone": cfg.backbone.name, "data": cfg.data.name,
+           "device": dev_name, "images": n_img, "batch": stepper.batch_size, "epoch_s": runner_s,
+           "runner_img_s": n_img / runner_s, "peak_mem_mb": peak_mb, "flops_per_step": flops_step,
+           "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12}
+    if not args.no_reference:
+        ref_s = med["reference (torchvision DataLoader)"]
+        out.update(reference_epoch_s=ref_s, reference_img_s=n_img / ref_s, speedup_vs_reference=ref_s / runner_s)
+    print(f"{cfg.method.name}: {n_img / runner_s:.0f} images/s, epoch {runner_s:.2f} s, peak memory "
+          f"{peak_mb:.0f} MiB, {out['tflops']:.3f} TFLOP/s ({dev_name})")
+    return out
+
+
+BENCHES = {"aug": bench_aug, "step": bench_step, "epoch": bench_epoch}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m ablate.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=[*BENCHES, "all"])
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config, e.g. data=npz data.path=...")
+    p.add_argument("--method", default="simsiam", choices=["byol", "simsiam", "vicreg"])
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per side (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds per side first")
+    p.add_argument("--steps", type=int, default=10, help="training steps per round (step)")
+    p.add_argument("--images", type=int, default=0, help="images per aug round (0 = the whole training set)")
+    p.add_argument("--aug-batch", type=int, default=256, help="batch size of the aug benchmark")
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers of the peer side")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the main process (0 = torch's default)")
+    p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
+    p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
+    args = p.parse_intermixed_args(argv)
+    bad = [o for o in args.overrides if "=" not in o and not o.startswith("~")]
+    if bad or min(args.rounds, args.steps) < 1 or args.warmup < 0 or args.workers < 0:
+        p.error(f"bad arguments {bad}: overrides are key=value, --rounds/--steps >= 1, --warmup/--workers >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = compose_cfg(args.method, args.overrides)
+    device = pick_device(cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
+    which = list(BENCHES) if args.which == "all" else [args.which]
+    results = {}
+    for name in which:
+        res = BENCHES[name](cfg, data, device, args)
+        print(json.dumps(res), flush=True)
+        results[name] = res
+        results.update({k: v for k, v in res.items() if k.startswith(("speedup", "overhead"))})
+    if len(which) > 1:  # the headline figures, then each benchmark's own
+        keys = ("speedup_vs_torchvision", "speedup_vs_kornia", "overhead_vs_bare", "speedup_vs_reference")
+        print(json.dumps({"bench": "all", **{k: results[k] for k in keys if k in results}, **results}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`python -m ablate.bench` end to end on a tiny setting: every sub-benchmark runs and its JSON line holds the
+figures other tools read. No timing assertions: speed goals live in the benchmark output."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--images", "64", "--aug-batch", "32", "--workers", "1",
+        "backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16", "data.train_size=64",
+        "data.test_size=32", "eval.bank_size=64"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_bench_all_prints_each_table_and_the_final_json_line():
+    r = subprocess.run([sys.executable, "-m", "ablate.bench", "all", "--method", "byol", *TINY],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = _json_lines(r.stdout)
+    assert [x["bench"] for x in lines] == ["aug", "step", "epoch", "all"]
+    assert r.stdout.strip().splitlines()[-1].startswith('{"bench": "all"')  # the JSON line ends the output
+    final = lines[-1]
+    for key in ("speedup_vs_torchvision", "speedup_vs_kornia", "overhead_vs_bare", "speedup_vs_reference"):
+        assert math.isfinite(final[key]) and final[key] > 0, key
+    aug, step, epoch = lines[:3]
+    assert aug["suite_img_s"] > 0 and aug["torchvision_img_s"] > 0 and aug["kornia_img_s"] > 0
+    assert aug["speedup_vs_torchvision"] == pytest.approx(aug["suite_img_s"] / aug["torchvision_img_s"])
+    assert step["method"] == "byol" and step["batch"] == 16
+    assert epoch["images"] == 64 and epoch["flops_per_step"] > 0 and epoch["peak_mem_mb"] > 0
+    assert epoch["speedup_vs_reference"] == pytest.approx(epoch["reference_epoch_s"] / epoch["epoch_s"])
+    for name in ("suite", "torchvision", "kornia", "runner (Stepper)", "bare loop", "reference (torchvision"):
+        assert name in r.stdout
+
+
+def test_bench_rejects_bad_arguments_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "ablate.bench", "step", "--rounds", "0"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--rounds" in r.stderr.strip().splitlines()[-1]
+
+
+def test_gpu_script_runs_on_cpu_with_a_tiny_setting():
+    env = {**os.environ, "PYTHON": sys.executable, "ROUNDS": "1",
+           "BENCH_ARGS": "--warmup 0 --workers 0"}
+    tiny = [a for a in TINY if "=" in a] + ["data=shapes", "backbone=small_cnn"]
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *tiny], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    final = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [x["method"] for x in final["runs"]] == ["simsiam", "byol", "vicreg"]
+    for run in final["runs"]:
+        assert run["runner_img_s"] > 0 and run["epoch_s"] > 0 and run["tflops"] > 0 and run["peak_mem_mb"] > 0
+    assert "images/s" in r.stdout and "TFLOP/s" in r.stdout
