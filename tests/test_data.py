@@ -50,3 +50,52 @@ def test_npz_arrays_load(tmp_path):
                             "image_size": 32, "num_classes": 10, "mean": None, "std": None})
     d = load_data(cfg, OmegaConf.create({"bank_size": None, "test_size": None}))
     assert torch.equal(d.train_x, x) and torch.equal(d.test_y, y[:10])
+
+
+def _image_folder(root, n_per_class=6):
+    from PIL import Image
+
+    x, y = make_shapes(n_per_class * 10 * 2, seed=0)
+    for split, part in (("train", slice(0, len(x) // 2)), ("val", slice(len(x) // 2, None))):
+        for i, (img, label) in enumerate(zip(x[part], y[part])):
+            d = root / split / SHAPES[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+    return root
+
+
+def test_folder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
+    import ablate.data as D
+
+    root = _image_folder(tmp_path / "tree")
+    cfg = OmegaConf.create({"name": "folder", "root": str(root), "train_dir": "train", "test_dir": "val",
+                            "download": False, "image_size": 24, "num_classes": None, "workers": 0,
+                            "stream": False, "cache_dir": str(tmp_path / "cache"), "mean": None, "std": None})
+    ev = OmegaConf.create({"bank_size": None, "test_size": None})
+    first = load_data(cfg, ev)
+    assert first.train_x.shape[1:] == (3, 24, 24) and first.train_x.dtype == torch.uint8
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    monkeypatch.setattr(D, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    second = load_data(cfg, ev)
+    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
+
+
+def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
+    from conftest import TINY
+
+    from ablate.train import train
+
+    root = _image_folder(tmp_path / "tree")
+    tiny = [o for o in TINY if not o.startswith("data.")]
+    cfg = cfg_factory("+method=simsiam", *tiny, "data=folder", f"data.root={root}", "data.image_size=32",
+                      "data.stream=true", "data.workers=0", f"data.cache_dir={tmp_path / 'cache'}",
+                      "train.batch_size=16", "eval.bank_size=30")
+    from ablate.data import FolderStream
+
+    data = load_data(cfg.data, cfg.eval)
+    assert isinstance(data.train_x, FolderStream) and len(data.train_x) == 60 and len(data.bank_x) == 30
+    batch = next(data.train_x.epoch_batches(0, 16, 0, 16, 3))
+    assert batch.shape == (16, 3, 32, 32) and batch.dtype == torch.uint8
+    s = train(cfg, tmp_path / "run")
+    assert s["status"] == "complete" and s["metrics"]["knn_top1"] >= 0
+    assert "30 training images" in s["protocol"]["knn_top1"]

@@ -22,7 +22,7 @@ class DataError(ValueError):
 
 @dataclass
 class Data:
-    train_x: torch.Tensor          # uint8 [N, 3, H, W], pretraining images
+    train_x: torch.Tensor          # uint8 [N, 3, H, W], pretraining images (or a FolderStream)
     test_x: torch.Tensor           # uint8 held-out images (diagnostics)
     test_y: torch.Tensor
     bank_x: torch.Tensor           # uint8 labelled training images (kNN bank, linear probe)
@@ -33,7 +33,8 @@ class Data:
     classes: tuple = ()
 
     def to(self, device):
-        fields = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
+        fields = {k: (v.to(device) if torch.is_tensor(v) or isinstance(v, FolderStream) else v)
+                  for k, v in self.__dict__.items()}
         return Data(**fields)
 
 
@@ -174,23 +175,84 @@ def _npz(cfg):
     return train_x, train_x, train_y, test_x, test_y, classes
 
 
-def _folder(cfg):
+def _folder_dataset(cfg, split):
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
-    root = Path(str(cfg.root)).expanduser()
-    if not (root / cfg.train_dir).is_dir():
-        raise DataError(f"no '{cfg.train_dir}' folder under data.root '{root}'; set data.root=PATH to an "
-                        f"ImageFolder tree with {cfg.train_dir}/<class>/ and {cfg.test_dir}/<class>/")
     tf = T.Compose([T.Resize(cfg.image_size), T.CenterCrop(cfg.image_size), T.PILToTensor()])
+    return tvd.ImageFolder(str(Path(str(cfg.root)).expanduser() / split), transform=tf)
 
-    def load(split):
-        ds = tvd.ImageFolder(str(root / split), transform=tf)
-        xs, ys = zip(*[ds[i] for i in range(len(ds))])
-        return torch.stack(xs), torch.tensor(ys), tuple(ds.classes)
 
-    train_x, train_y, classes = load(cfg.train_dir)
-    test_x, test_y, _ = load(cfg.test_dir)
+def _decode(ds, indices, workers: int):
+    """Decode ``indices`` of an ImageFolder into uint8 [N, 3, S, S] with DataLoader workers."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, indices), batch_size=256,
+                                         num_workers=workers)
+    xs, ys = zip(*loader) if len(indices) else ((), ())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _folder_cache_path(cfg, ds, split, n):
+    """Cache key: the file list, sizes and mtimes, the image size and how many images are kept."""
+    h = hashlib.sha1(f"{cfg.image_size}:{n}".encode())
+    for path, _ in ds.samples:
+        st = os.stat(path)
+        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return Path(str(cfg.cache_dir)) / f"folder-{split}-{h.hexdigest()[:16]}.pt"
+
+
+def _folder_split(cfg, split, keep=None, seed=0):
+    """Decoded uint8 images of one split (all, or ``keep`` random ones), cached so a second run does not
+    decode again."""
+    ds = _folder_dataset(cfg, split)
+    n = len(ds) if keep is None else min(keep, len(ds))
+    cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
+    if cache is not None and cache.exists():
+        x, y = torch.load(cache, weights_only=True).values()
+        return x, y, tuple(ds.classes), ds
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    x, y = _decode(ds, idx, cfg.get("workers", 0))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"x": x, "y": y}, tmp)
+        os.replace(tmp, cache)
+    return x, y, tuple(ds.classes), ds
+
+
+class FolderStream:
+    """Training images of a folder too large to hold: each epoch a DataLoader decodes shuffled uint8 batches
+    in worker processes; they are copied to the device and augmented there like resident data."""
+
+    def __init__(self, ds, workers: int, device="cpu"):
+        self.ds, self.workers, self.device = ds, workers, torch.device(device)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def to(self, device):
+        return FolderStream(self.ds, self.workers, device)
+
+    def epoch_batches(self, seed: int, batch_size: int, lo: int, local_batch: int, steps: int):
+        gen = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(self.ds, batch_size=batch_size, shuffle=True, drop_last=True,
+                                             generator=gen, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False)
+        for _, (x, _y) in zip(range(steps), loader):
+            yield x[lo:lo + local_batch].to(self.device, non_blocking=True)
+
+
+def _folder(cfg, eval_cfg, seed):
+    root = Path(str(cfg.root)).expanduser()
+    for split in (cfg.train_dir, cfg.test_dir):
+        if not (root / split).is_dir():
+            raise DataError(f"no '{split}' folder under data.root '{root}'; set data.root=PATH to an "
+                            f"ImageFolder tree with {cfg.train_dir}/<class>/ and {cfg.test_dir}/<class>/")
+    test_x, test_y, _, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
+    if cfg.get("stream"):  # only the kNN / probe bank is decoded; training batches stream
+        train_x, train_y, classes, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
+        return FolderStream(ds, cfg.get("workers", 0)), train_x, train_y, test_x, test_y, classes
+    train_x, train_y, classes, _ = _folder_split(cfg, cfg.train_dir, None, seed)
     return train_x, train_x, train_y, test_x, test_y, classes
 
 
@@ -205,7 +267,7 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
     elif cfg.name == "npz":
         ssl_x, train_x, train_y, test_x, test_y, classes = _npz(cfg)
     elif cfg.name == "folder":
-        ssl_x, train_x, train_y, test_x, test_y, classes = _folder(cfg)
+        ssl_x, train_x, train_y, test_x, test_y, classes = _folder(cfg, eval_cfg, seed)
     else:
         ssl_x, train_x, train_y, test_x, test_y, classes = _torchvision(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -216,7 +278,7 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
         idx = torch.randperm(len(test_x), generator=g)[: eval_cfg.test_size]
         test_x, test_y = test_x[idx], test_y[idx]
     if cfg.mean is None or cfg.std is None:
-        mean, std = _stats(ssl_x)
+        mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else train_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
     num_classes = cfg.num_classes or int(max(train_y.max(), test_y.max())) + 1

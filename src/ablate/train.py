@@ -25,7 +25,7 @@ from . import dist as D
 from .augment import eval_view, two_views
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
-from .data import load_data
+from .data import FolderStream, load_data
 from .diagnostics import (
     KNN_PROTOCOL,
     LINEAR_PROTOCOL,
@@ -273,8 +273,12 @@ class Stepper:
     def epoch_batches(self, images):
         """A fresh permutation on the device, cut into full batches of uint8 images (this rank's slice of
         each under torchrun: rank 0's permutation is everyone's)."""
-        order = D.broadcast_order(torch.randperm(len(images), device=images.device))
         bs, lo = self.batch_size, self.rank * self.local_batch
+        if isinstance(images, FolderStream):  # decoded by DataLoader workers in an order all ranks share
+            seed = int(D.broadcast_order(torch.randint(0, 2**62, (1,), device=self.device)).item())
+            yield from images.epoch_batches(seed, bs, lo, self.local_batch, self.steps_per_epoch)
+            return
+        order = D.broadcast_order(torch.randperm(len(images), device=images.device))
         for s in range(self.steps_per_epoch):
             yield images[order[s * bs + lo:s * bs + lo + self.local_batch]]
 
