@@ -156,7 +156,13 @@ def bench_aug(cfg, data, device, args) -> dict:
         for x1, x2 in loader:
             x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
 
-    k1, k2 = (v.to(device) for v in kornia_views(aug, size, mean, std))
+    if not args.no_kornia:
+        try:
+            k1, k2 = (v.to(device) for v in kornia_views(aug, size, mean, std))
+        except ImportError:
+            print("ablate.bench: kornia is not installed (pip install -e '.[bench]'); its side is left out",
+                  file=sys.stderr)
+            args.no_kornia = True
 
     def kornia():
         with torch.no_grad():
