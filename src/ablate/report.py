@@ -424,10 +424,16 @@ def table_figure(plt, s: dict, ref: pd.DataFrame, path: Path) -> None:
                     ha="center", va="center", fontsize=7, wrap=True)
     for j, reg in enumerate(REGS.values()):
         ax.text(j + 0.5, -0.1, reg, ha="center", va="bottom", fontsize=10)
-    ax.set_xlim(0, 3)
-    ax.set_ylim(len(ref), 0)
+    _finish_grid(plt, fig, ax, 3, len(ref), f"VICReg Table 4, ours ({s['slug']}) vs paper, coloured by our verdict",
+                 path)
+
+
+def _finish_grid(plt, fig, ax, width: int, height: int, title: str, path: Path) -> None:
+    """Frame a grid of verdict cells, add the legend and write the figure."""
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
     ax.axis("off")
-    ax.set_title(f"VICReg Table 4, ours ({s['slug']}) vs paper, coloured by our verdict", pad=18)
+    ax.set_title(title, pad=18)
     _legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -451,14 +457,7 @@ def factorial_figure(plt, cells: dict, title: str, path: Path) -> None:
                                    edgecolor="white"))
             if c:
                 ax.text(j + 0.5, i + 0.5, c["text"].replace(" (", "\n("), ha="center", va="center", fontsize=6)
-    ax.set_xlim(0, 8)
-    ax.set_ylim(8, 0)
-    ax.axis("off")
-    ax.set_title(f"Verdict over the six switches ({title})", pad=18)
-    _legend(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish_grid(plt, fig, ax, 8, 8, f"Verdict over the six switches ({title})", path)
 
 
 def curves_figure(plt, panels: list, key: str, ref_key: str | None, ylabel: str, path: Path) -> None:

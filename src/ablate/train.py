@@ -244,7 +244,7 @@ class Stepper:
         cuda = device.type == "cuda"
         self.model, self.cfg, self.device = model, cfg, device
         self.mean, self.std, self.size = data.mean, data.std, cfg.data.image_size
-        self.mem_format = torch.channels_last if _auto(cfg.train.channels_last, cuda) else torch.contiguous_format
+        self.mem_format = memory_format(cfg, device)
         self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
         self.batch_size = cfg.train.batch_size
         self.rank, self.world = D.world()
@@ -303,17 +303,21 @@ class Stepper:
         return terms
 
 
+def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
+    """channels_last for the model and its inputs: on for CUDA under ``train.channels_last=auto``."""
+    return torch.channels_last if _auto(cfg.train.channels_last, device.type == "cuda") else torch.contiguous_format
+
+
 def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding, Stepper]:
     """The model and its training step, as ``train`` uses them (also used by ``ablate.bench``)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    channels_last = _auto(cfg.train.channels_last, device.type == "cuda")
     model = JointEmbedding(cfg)
     if D.world()[1] > 1:
         model = D.sync_batchnorm(model, device)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model = model.to(device, memory_format=memory_format(cfg, device))
     return model, Stepper(model, cfg, data, device, len(data.train_x))
 
 
@@ -448,8 +452,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             })
         if stopped_early is not None:
             break
-    size = cfg.data.image_size
-    step = stepper.step
 
     summary = {
         "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
@@ -463,10 +465,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     summary["stopped_early_epoch"] = stopped_early  # null unless train.early_stop_collapse stopped the run
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
-                       f"step {step}", metrics={k: v for k, v in last.items() if k in TERMS})
+                       f"step {stepper.step}", metrics={k: v for k, v in last.items() if k in TERMS})
         summary["metrics"]["loss"] = diverged
     else:
-        _, (bank_h, test_h, test_z) = evaluate(model, data, size, cfg)
+        _, (bank_h, test_h, test_z) = evaluate(model, data, cfg.data.image_size, cfg)
         lp = cfg.eval.linear
         linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
                                     lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
