@@ -54,6 +54,10 @@ def test_verdicts():
     base = {"z_std_ref": ref, "loss": 0.1}
     assert verdict({**base, "z_std": 0.001, "rank_z": 1.0}, 64, 1000, THRESH)[0] == "collapse"
     assert verdict({**base, "z_std": ref, "rank_z": 1.2}, 64, 1000, THRESH)[0] == "collapse"
+    # a line is a one-dimensional subspace: complete collapse only where collapse_rank asks for it
+    off = OmegaConf.merge(THRESH, {"collapse_rank": None})
+    assert verdict({**base, "z_std": ref, "rank_z": 1.2}, 64, 1000, off)[0] == "dimensional_collapse"
+    assert verdict({**base, "z_std": 0.05 * ref, "rank_z": 30.0}, 64, 1000, off)[0] == "collapse"
     assert verdict({**base, "z_std": ref, "rank_z": 2.5}, 64, 1000, THRESH)[0] == "dimensional_collapse"
     assert verdict({**base, "z_std": ref, "rank_z": 30.0}, 64, 1000, THRESH)[0] == "ok"
     assert verdict({**base, "loss": float("nan"), "z_std": ref, "rank_z": 30.0}, 64, 1000, THRESH)[0] == "diverged"

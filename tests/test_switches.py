@@ -60,6 +60,17 @@ def test_batchnorm_switch_adds_and_removes_bn_in_heads(cfg_factory):
         assert count_bn(m.online.backbone) > 0  # the backbone keeps its own BN
 
 
+def test_expander_output_bias_follows_the_reference_code(cfg_factory):
+    # main_vicreg.py ends the expander in Linear(bias=False), SimSiam freezes that bias, BYOL keeps it; with BN
+    # off the hidden layers regain their biases but the output layer does not
+    for method, bias in (("vicreg", False), ("simsiam", False), ("byol", True)):
+        for bn in ([], ["~batchnorm"]):
+            proj = JointEmbedding(cfg_factory(f"+method={method}", *bn, *TINY)).online.projector
+            linears = [m for m in proj if isinstance(m, torch.nn.Linear)]
+            assert (linears[-1].bias is not None) == bias
+            assert all((m.bias is not None) == bool(bn) for m in linears[:-1])
+
+
 def test_ema_target_is_a_frozen_copy(cfg_factory):
     m = JointEmbedding(cfg_factory("+method=byol", *TINY))
     assert m.target is not None and all(not p.requires_grad for p in m.target.parameters())

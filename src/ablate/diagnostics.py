@@ -75,15 +75,23 @@ def linear_probe(train_h, train_y, test_h, test_y, num_classes: int, epochs: int
 
 
 def verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
-    """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node."""
+    """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node.
+
+    ``collapse`` is complete collapse, every image mapped to (nearly) one direction: SimSiam's monitor, the std
+    of l2-normalized embeddings, far below its isotropic value 1/sqrt(d). Embeddings spread along a few
+    directions, a line included, are ``dimensional_collapse`` (Jing et al.): a low-dimensional subspace, not one
+    vector. ``collapse_rank`` (null by default) also counts RankMe(z) below it as collapse, for users who read a
+    line as collapse: an output BN (SimSiam's projector) forces every dimension's spread, so z_std cannot fall.
+    """
     loss = metrics.get("loss")
     if loss is not None and not math.isfinite(loss):
         return "diverged", f"non-finite loss ({loss})"
     std_ratio = metrics["z_std"] / metrics["z_std_ref"]
     if not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
         return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
-    if metrics["rank_z"] < thresholds.collapse_rank:
-        return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {thresholds.collapse_rank}"
+    line = thresholds.get("collapse_rank")
+    if line is not None and metrics["rank_z"] < line:
+        return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {line}"
     dim_limit = thresholds.dim_collapse_rank_frac * min(d, n)
     if metrics["rank_z"] < dim_limit:
         return "dimensional_collapse", f"rank_z = {metrics['rank_z']:.3g} < {dim_limit:.3g}"

@@ -40,14 +40,15 @@ def build_backbone(cfg) -> nn.Module:
     return net
 
 
-def mlp(dims, batchnorm: bool, output_bn: bool = False) -> nn.Sequential:
+def mlp(dims, batchnorm: bool, output_bn: bool = False, last_bias: bool = True) -> nn.Sequential:
     """Linear layers through ``dims`` ([in, hidden..., out]): BN and ReLU after every layer but the last;
-    the last gets a non-affine BN when ``output_bn`` (SimSiam's projector), never a ReLU."""
+    the last gets a non-affine BN when ``output_bn`` (SimSiam's projector), never a ReLU, and a bias only
+    when ``last_bias`` (VICReg's and SimSiam's expanders end in a bias-free Linear)."""
     blocks = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         last = i == len(dims) - 2
         bn = (output_bn if last else True) and batchnorm
-        blocks.append(nn.Linear(d_in, d_out, bias=not bn))
+        blocks.append(nn.Linear(d_in, d_out, bias=not bn and (last_bias or not last)))
         if bn:
             blocks.append(nn.BatchNorm1d(d_out, affine=not last))
         if not last:
@@ -75,7 +76,9 @@ def build_encoder(backbone_cfg, method_cfg, batchnorm_cfg, width_mult: float) ->
     backbone = build_backbone(backbone_cfg)
     dims = [backbone.out_dim] + [scaled(w, width_mult) for w in method_cfg.projector]
     output_bn = bool(batchnorm_cfg and batchnorm_cfg.projector_output)
-    return Encoder(backbone, mlp(dims, batchnorm=batchnorm_cfg is not None, output_bn=output_bn))
+    head = mlp(dims, batchnorm=batchnorm_cfg is not None, output_bn=output_bn,
+               last_bias=method_cfg.projector_last_bias)
+    return Encoder(backbone, head)
 
 
 def build_predictor(predictor_cfg, batchnorm_cfg, dim: int, width_mult: float) -> nn.Module:
