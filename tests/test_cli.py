@@ -77,6 +77,7 @@ BAD = [
     (["+method=byol", "data=cifar10", "data.root=/nonexistent/cifar"], "data.root=PATH"),
     (["+method=byol", "backbone=vit"], "unknown option 'vit' for backbone"),
     (["+method=byol", "backbone.name=vgg11"], "unknown backbone 'vgg11'; choose backbone= one of"),
+    (["+method=byol", "verdict.collapse_rank=line"], "verdict.collapse_rank='line' is not a number"),
 ]
 
 
