@@ -78,6 +78,12 @@ def make_sweeps(tmp_path):
     (failed / "summary.json").write_text(json.dumps({
         "schema": 1, "status": "failed", "error": "RuntimeError: out of memory in cell", "method": "vicreg",
         "techniques": tech, "seed": 0, "verdict": None, "metrics": {}}))
+    # a run stopped by a non-finite loss: neither a number nor a collapse
+    div = fake_run(a, "vicreg_div", "vicreg", switches("vicreg", "var"), row="vicreg", reg="var")
+    summary = json.loads((div / "summary.json").read_text())
+    summary.update(status="diverged", verdict="diverged", verdict_reason="non-finite loss (inf) at step 290",
+                   epochs_completed=2, metrics={"loss": None})
+    (div / "summary.json").write_text(json.dumps(summary))
     # a cell still training: Hydra's files and one epoch of metrics, no summary yet
     running = a / "running"
     hydra_files(running, "simsiam", switches("simsiam", "var"), {"experiment": "vicreg_table4",
@@ -125,10 +131,11 @@ def test_report_table_text(report):
         "| SimSiam |  | ✓ | ✓ |  | pending / 35.1 | pending / 67.3 | 55.5 (1 pending) / 67.1 |")
     # no collapse where the paper reports one: flagged; the failed cell says why
     assert table_row(md, "| VICReg |  |  |  | ✓ |") == (
-        "| VICReg |  |  |  | ✓ | 40.0 (1 pending) / collapse ⚠ | pending / 57.5 | "
+        "| VICReg |  |  |  | ✓ | 40.0 (1 pending) / collapse ⚠ | diverged (1 pending) / 57.5 | "
         "failed: RuntimeError: out of memory in cell / 68.6† |")
     assert "- VICReg (vicreg), No Reg: ours 40.0 (1 pending), paper collapse. Our verdict: fine." in md
     assert "RuntimeError: out of memory in cell" in md.split("Failed runs:")[1]
+    assert "vicreg_div`: non-finite loss (inf) at step 290, after 2/3 epochs" in md.split("Diverged runs")[1]
     # diagnostics, protocol, regeneration command
     assert table_row(md, "| SimSiam (simsiam_no_pred_no_bn), No Reg |").split(" | ")[1:8] == [
         "0", "collapse", "0.001", "0.125", "0.008", "1.1 / 64", "30.0"]
@@ -144,7 +151,7 @@ def test_report_table_text(report):
 def test_report_csv_and_figures(report):
     out, _ = report
     df = pd.read_csv(out / "runs.csv")
-    assert len(df) == 8  # 6 finished, 1 failed, 1 still training; the unrelated file skipped
+    assert len(df) == 9  # 6 finished, 1 diverged, 1 failed, 1 still training; the unrelated file skipped
     for col in (*TECHNIQUES, "method", "seed", "verdict", "status", "linear_top1", "knn_top1", "rank_z", "z_std"):
         assert col in df.columns
     assert df["ema"].dtype == bool and df["var"].dtype == bool

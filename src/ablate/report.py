@@ -337,6 +337,11 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
         failed = [r for r in runs if r["status"] == "failed"]
         if failed:
             out += ["Failed runs:", "", *(f"- `{r['dir']}`: {r['error']}" for r in failed), ""]
+        diverged = [r for r in runs if r["status"] == "diverged"]
+        if diverged:  # neither collapse nor a number: a cell the paper trained and we did not
+            out += ["Diverged runs (non-finite loss; no accuracy, counted as not collapsed):", "",
+                    *(f"- `{r['dir']}`: {r['verdict_reason']}, after {r['epochs_completed']}/{r['epochs']} epochs"
+                      for r in diverged), ""]
     for method, cells in s["factorial"].items():
         out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
     out += ["### Diagnostics per run", "",
