@@ -36,8 +36,7 @@ import torch  # noqa: E402
 from .augment import two_views  # noqa: E402
 from .data import load_data  # noqa: E402
 from .ema import cosine_tau, update_momentum  # noqa: E402
-from .optim import build_optimizer, param_groups  # noqa: E402
-from .train import build_runner, pick_device  # noqa: E402
+from .train import build_runner, optimizer_for, pick_device  # noqa: E402
 
 
 def compose_cfg(method: str, overrides: list[str]):
@@ -186,24 +185,30 @@ def bench_aug(cfg, data, device, args) -> dict:
     return out
 
 
+def plain_step(model, opt, x1, x2, bf16: bool, tau) -> torch.Tensor:
+    """The baselines' training step, as a peer library writes it: forward under autocast, backward, optimizer
+    step, EMA update at ``tau``. Returns the loss."""
+    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, _ = model(x1, x2)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if model.target is not None:
+        update_momentum(model.online, model.target, tau)
+    return loss
+
+
 def bench_step(cfg, data, device, args) -> dict:
     model, stepper = build_runner(cfg, data, device)
     batch = data.train_x[: stepper.batch_size]
     # the bare loop: the same model, its own optimizer of the same kind over the same groups
-    opt = build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim),
-                          cfg.optim, stepper.base_lr)
+    opt = optimizer_for(model, cfg.optim, stepper.base_lr)
     aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
     fmt, bf16 = stepper.mem_format, stepper.bf16
     views = [v.contiguous(memory_format=fmt) for v in two_views(batch, aug, size, mean, std)]
 
     def bare(x1, x2):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model(x1, x2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if model.target is not None:
-            update_momentum(model.online, model.target, 0.99)
+        plain_step(model, opt, x1, x2, bf16, 0.99)
 
     def runner():
         for _ in range(args.steps):
@@ -260,24 +265,18 @@ def bench_epoch(cfg, data, device, args) -> dict:
     sides = {"runner (device data + batched aug)": runner}
     if not args.no_reference:
         ref_model = copy.deepcopy(model)
-        opt = build_optimizer(param_groups({"online": ref_model.online, "predictor": ref_model.predictor},
-                                           cfg.optim), cfg.optim, stepper.base_lr)
+        opt = optimizer_for(ref_model, cfg.optim, stepper.base_lr)
         loader = torchvision_loader(images, aug, size, mean, std, stepper.batch_size, args.workers,
                                     shuffle=True, drop_last=True)
+
+        tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
 
         def reference():
             total = torch.zeros((), device=device)
             for r1, r2 in loader:
                 r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
                 r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss, _ = ref_model(r1, r2)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ref_model.target is not None:
-                    update_momentum(ref_model.online, ref_model.target, cosine_tau(0, 1, cfg.ema.base_tau))
-                total += loss.detach()
+                total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
             total.item()
 
         sides["reference (torchvision DataLoader)"] = reference

@@ -236,6 +236,12 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     }, (bank_h, test_h, test_z)
 
 
+def optimizer_for(model: JointEmbedding, optim_cfg, lr: float) -> torch.optim.Optimizer:
+    """The configured optimizer over the online encoder and the predictor (the EMA target is not trained)."""
+    return build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, optim_cfg),
+                           optim_cfg, lr)
+
+
 class Stepper:
     """One optimisation step of the runner: batched augmentation on the device, forward under autocast,
     backward, optimizer step, EMA update. Returns the loss terms as a device tensor (no host sync)."""
@@ -259,8 +265,7 @@ class Stepper:
         self.total = cfg.train.epochs * self.steps_per_epoch
         self.warmup = cfg.train.warmup_epochs * self.steps_per_epoch
         self.base_lr = cfg.optim.lr * self.batch_size / 256
-        groups = param_groups({"online": model.online, "predictor": model.predictor}, cfg.optim)
-        self.opt = build_optimizer(groups, cfg.optim, self.base_lr)
+        self.opt = optimizer_for(model, cfg.optim, self.base_lr)
         self.forward = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
