@@ -78,6 +78,7 @@ BAD = [
     (["+method=byol", "backbone=vit"], "unknown option 'vit' for backbone"),
     (["+method=byol", "backbone.name=vgg11"], "unknown backbone 'vgg11'; choose backbone= one of"),
     (["+method=byol", "verdict.collapse_rank=line"], "verdict.collapse_rank='line' is not a number"),
+    (["+method=vicreg", "verdict.collapse_scale_ratio=-0.5"], "verdict.collapse_scale_ratio=-0.5 must be finite"),
 ]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ablate.diagnostics import embedding_std, knn_top1, linear_probe, rankme, spectrum, verdict
+from ablate.diagnostics import embedding_scale, embedding_std, knn_top1, linear_probe, rankme, spectrum, verdict
 
 THRESH = OmegaConf.create({"collapse_std_ratio": 0.1, "collapse_rank": 1.5, "dim_collapse_rank_frac": 0.05})
 
@@ -29,6 +29,46 @@ def test_rank_k_embeddings(k):
     s = spectrum(z)
     assert (s[:k] > 0.5).all() and (s[k:] < 1e-6).all()
     assert torch.all(s[:-1] >= s[1:])  # sorted, largest first
+
+
+def test_embedding_scale_on_worked_numbers():
+    # per-dimension variance with 1/(n-1): dim 0 {1, 3} -> 2, dim 1 {2, 6} -> 8; sqrt of their mean = sqrt(5)
+    assert embedding_scale(torch.tensor([[1.0, 2.0], [3.0, 6.0]])).item() == pytest.approx(math.sqrt(5))
+    assert embedding_scale(torch.ones(100, 8) * torch.randn(1, 8)).item() == pytest.approx(0.0, abs=1e-6)
+    assert embedding_scale(3 * torch.randn(20000, 16)).item() == pytest.approx(3.0, rel=0.02)
+
+
+def test_collapse_onto_the_origin_is_seen_only_through_the_raw_scale():
+    # isotropic directions, norms shrunk a thousandfold: SimSiam's monitor reads a healthy embedding
+    z0 = torch.randn(4000, 64)
+    z = 1e-3 * z0
+    assert embedding_std(z).item() == pytest.approx(1 / 8, rel=0.05)
+    m = {"z_std": embedding_std(z).item(), "z_std_ref": 1 / 8, "rank_z": rankme(z).item(), "loss": 1e-6,
+         "z_scale": embedding_scale(z).item(), "z_scale_init": embedding_scale(z0).item()}
+    on = OmegaConf.merge(THRESH, {"collapse_scale_ratio": 0.1})
+    v, why = verdict(m, 64, 4000, on, scale_free=False)  # VICReg's MSE: the origin is a trivial minimum
+    assert v == "collapse" and why.startswith("z_scale/z_scale_init = 0.001 < 0.1")
+    assert verdict(m, 64, 4000, on, scale_free=True)[0] == "ok"  # a cosine loss never sees the norms
+    assert verdict(m, 64, 4000, OmegaConf.merge(on, {"collapse_scale_ratio": None}), scale_free=False)[0] == "ok"
+    # a healthy VICReg embedding that grew from its initialization, and a run with no initial scale recorded
+    assert verdict({**m, "z_scale": 2.0, "z_scale_init": 0.3}, 64, 4000, on, scale_free=False)[0] == "ok"
+    assert verdict({**m, "z_scale_init": None}, 64, 4000, on, scale_free=False)[0] == "ok"
+
+
+def test_initial_scale_leaves_model_and_random_state_alone(cfg_factory):
+    from conftest import TINY
+
+    from ablate.data import load_data
+    from ablate.train import build_runner, initial_scale
+
+    cfg = cfg_factory("+method=vicreg", *TINY)
+    data = load_data(cfg.data, cfg.eval, cfg.seed)
+    model, _ = build_runner(cfg, data, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    scale = initial_scale(model, data, cfg.data.image_size, cfg)
+    assert scale > 0 and torch.equal(rng, torch.get_rng_state()) and model.online.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN buffers included
 
 
 def test_knn_on_known_inputs():

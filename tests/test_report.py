@@ -37,6 +37,7 @@ def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="o
     hydra_files(run_dir, method, tech, ch, seed, epochs)
     collapsed = verdict == "collapse"
     curve = [{"epoch": e + 1, "z_std": 0.001 if collapsed else 0.1, "z_std_ref": 0.125,
+              "z_scale": 0.3 * 0.1 ** (e + 1) if collapsed else 0.6, "z_scale_init": 0.3,
               "rank_z": 1.1 if collapsed else 20.0, "knn_top1": 30.0} for e in range(epochs)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(c) + "\n" for c in curve))
     summary = {
@@ -45,7 +46,8 @@ def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="o
         "chance_top1": 10.0, "device": "cpu", "choices": ch if choices else {}, "overrides": [f"+method={method}"],
         "verdict": verdict, "verdict_reason": "z_std/z_std_ref = 0.008 < 0.1" if collapsed else "fine",
         "metrics": {"linear_top1": linear, "knn_top1": 30.0, "z_std": curve[-1]["z_std"], "z_std_ref": 0.125,
-                    "rank_z": curve[-1]["rank_z"], "rank_h": 30.0, "loss": -0.9},
+                    "z_scale": curve[-1]["z_scale"], "z_scale_init": 0.3, "rank_z": curve[-1]["rank_z"],
+                    "rank_h": 30.0, "loss": -0.9},
         "spectrum_z": [1.0, 0.1, 1e-3, 1e-9], "wall_s": 90.0,
         "protocol": {"linear_top1": "linear probe, 100 epochs", "knn_top1": "kNN k=200", "eval_set": "32 images"},
     }
@@ -137,8 +139,8 @@ def test_report_table_text(report):
     assert "RuntimeError: out of memory in cell" in md.split("Failed runs:")[1]
     assert "vicreg_div`: non-finite loss (inf) at step 290, after 2/3 epochs" in md.split("Diverged runs")[1]
     # diagnostics, protocol, regeneration command
-    assert table_row(md, "| SimSiam (simsiam_no_pred_no_bn), No Reg |").split(" | ")[1:8] == [
-        "0", "collapse", "0.001", "0.125", "0.008", "1.1 / 64", "30.0"]
+    assert table_row(md, "| SimSiam (simsiam_no_pred_no_bn), No Reg |").split(" | ")[1:9] == [
+        "0", "collapse", "0.001", "0.125", "0.008", "0.001", "1.1 / 64", "30.0"]  # z_scale 3e-4 of init 0.3
     assert "- linear_top1: linear probe, 100 epochs" in md
     assert "python -m ablate -m +experiment=vicreg_table4 'backbone.widths=[4,8]'" in md
     # the factorial run: 64 combinations, the ones not run pending
@@ -158,7 +160,7 @@ def test_report_csv_and_figures(report):
     byol = df[df["row"] == "byol"].sort_values("seed")
     assert byol["linear_top1"].tolist() == [60.0, 64.0] and byol["seed"].tolist() == [0, 1]
     assert df.loc[df["status"] == "failed", "error"].item() == "RuntimeError: out of memory in cell"
-    for name in ("table4_table_cpu", "std_table_cpu", "rank_table_cpu", "spectra_table_cpu",
+    for name in ("table4_table_cpu", "std_table_cpu", "scale_table_cpu", "rank_table_cpu", "spectra_table_cpu",
                  "factorial_table_cpu_simsiam"):
         data = (out / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name

@@ -71,8 +71,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.name={cfg.optim.name} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
     for k in ("collapse_std_ratio", "dim_collapse_rank_frac"):
         _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
-    if cfg.verdict.get("collapse_rank") is not None:
-        _finite_nonneg(cfg.verdict.collapse_rank, "verdict.collapse_rank")
+    for k in ("collapse_rank", "collapse_scale_ratio"):
+        if cfg.verdict.get(k) is not None:
+            _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
     bs = cfg.train.batch_size
     if not isinstance(bs, int) or bs < 1:
         raise ConfigError(f"train.batch_size={bs} must be a positive integer")

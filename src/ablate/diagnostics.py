@@ -19,6 +19,14 @@ def embedding_std(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z.float(), dim=1).std(dim=0).mean()
 
 
+def embedding_scale(z: torch.Tensor) -> torch.Tensor:
+    """Spread of the raw embeddings: sqrt(mean_j Var(z_j)), the root mean square over dimensions of VICReg's
+    S(z_j) (paper eq. 1, 1/(n-1) variance, no eps). 0 when every image maps to one vector, whichever vector;
+    unlike ``embedding_std`` it also sees embeddings shrinking onto the origin, where normalizing them
+    would blow their residual noise back up to unit length."""
+    return z.float().var(dim=0).mean().sqrt()
+
+
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values (+eps), on the
     embedding matrix without centering (Roy & Vetterli's effective rank)."""
@@ -74,11 +82,16 @@ def linear_probe(train_h, train_y, test_h, test_y, num_classes: int, epochs: int
         return (head(test_h).argmax(1) == test_y).float().mean().item()
 
 
-def verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
+def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) -> tuple[str, str]:
     """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node.
 
-    ``collapse`` is complete collapse, every image mapped to (nearly) one direction: SimSiam's monitor, the std
-    of l2-normalized embeddings, far below its isotropic value 1/sqrt(d). Embeddings spread along a few
+    ``collapse`` is complete collapse, every image mapped to (nearly) one vector, measured in the geometry the
+    invariance term compares embeddings in. SimSiam's monitor, the std of l2-normalized embeddings far below
+    its isotropic value 1/sqrt(d), sees one direction; it is all a cosine loss (BYOL, SimSiam) can see. Under
+    an invariance on the raw vectors (VICReg's MSE, ``scale_free=False``) the trivial minimum is any constant
+    vector, the origin included, and normalizing hides a collapse onto the origin: there the raw spread
+    ``z_scale`` falling below ``collapse_scale_ratio`` of its value at initialization is collapse too.
+    Embeddings spread along a few
     directions, a line included, are ``dimensional_collapse`` (Jing et al.): a low-dimensional subspace, not one
     vector. ``collapse_rank`` (null by default) also counts RankMe(z) below it as collapse, for users who read a
     line as collapse: an output BN (SimSiam's projector) forces every dimension's spread, so z_std cannot fall.
@@ -89,6 +102,11 @@ def verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
     std_ratio = metrics["z_std"] / metrics["z_std_ref"]
     if not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
         return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
+    shrink = thresholds.get("collapse_scale_ratio")
+    if not scale_free and shrink is not None and metrics.get("z_scale") is not None and metrics.get("z_scale_init"):
+        scale_ratio = metrics["z_scale"] / metrics["z_scale_init"]
+        if not math.isfinite(scale_ratio) or scale_ratio < shrink:
+            return "collapse", f"z_scale/z_scale_init = {scale_ratio:.3g} < {shrink}"
     line = thresholds.get("collapse_rank")
     if line is not None and metrics["rank_z"] < line:
         return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {line}"

@@ -29,6 +29,7 @@ def mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 INVARIANCE = {"normalized_mse": normalized_mse, "neg_cosine": neg_cosine, "mse": mse}
+SCALE_FREE = {"normalized_mse", "neg_cosine"}  # blind to the embeddings' norms; mse is not
 
 
 def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:

@@ -286,16 +286,17 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
                  f"{r['method']} " + " ".join(SHORT[t] for t in TECHNIQUES if (r["techniques"] or {}).get(t)))
         ratio = m["z_std"] / m["z_std_ref"] if m.get("z_std") is not None and m.get("z_std_ref") else None
+        shrink = m["z_scale"] / m["z_scale_init"] if m.get("z_scale") is not None and m.get("z_scale_init") else None
         verdict = r["verdict"] or r["status"]
         why = r["verdict_reason"] or (_short(r["error"], 120) if r["status"] == "failed" else "")
         wall = "" if r["wall_s"] is None else (f"{r['wall_s']:.0f} s" if r["wall_s"] < 120 else
                                                f"{r['wall_s'] / 60:.1f} min")
         rows.append([where, r["seed"], verdict, _fmt(m.get("z_std"), 3), _fmt(m.get("z_std_ref"), 3),
-                     _fmt(ratio, 2), f"{_fmt(m.get('rank_z'))} / {r['embedding_dim'] or '?'}",
+                     _fmt(ratio, 2), _fmt(shrink, 2), f"{_fmt(m.get('rank_z'))} / {r['embedding_dim'] or '?'}",
                      _fmt(m.get("rank_h")), _fmt(m.get("knn_top1")), _fmt(m.get("linear_top1")),
                      f"{r['epochs_completed']}/{r['epochs']}", wall, why])
-    header = ["Cell", "seed", "verdict", "z_std", "1/sqrt(d)", "ratio", "RankMe z / d", "RankMe h", "kNN %",
-              "linear %", "epochs", "wall", "why"]
+    header = ["Cell", "seed", "verdict", "z_std", "1/sqrt(d)", "ratio", "z_scale / init", "RankMe z / d",
+              "RankMe h", "kNN %", "linear %", "epochs", "wall", "why"]
     return md_table(header, rows)
 
 
@@ -346,7 +347,10 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
         out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
     out += ["### Diagnostics per run", "",
             "z_std: std of l2-normalized embeddings over the held-out set (1/sqrt(d) for an isotropic "
-            "embedding, 0 under collapse); RankMe: effective rank of the embeddings z and backbone features h.",
+            "embedding, 0 under collapse); z_scale / init: raw spread of z (sqrt of the mean per-dimension "
+            "variance) over its value before training, the test for a collapse onto the origin under VICReg's "
+            "MSE invariance (blank where the run predates it); RankMe: effective rank of the embeddings z and "
+            "backbone features h.",
             "", diagnostics_markdown(runs, ref), ""]
     done = [r for r in runs if r["status"] in FINISHED]
     out += ["### Protocol, data and scale", ""]
@@ -362,7 +366,7 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
     out += ["### Regenerate the runs", "", "```bash", *regen_commands(runs), "```", "",
             "Re-running a sweep skips the cells whose summary.json is complete.", ""]
     figs = [f"table4_{s['slug']}.png"] if s["table"] is not None else []
-    figs += [f"std_{s['slug']}.png", f"rank_{s['slug']}.png", f"spectra_{s['slug']}.png"]
+    figs += [f"std_{s['slug']}.png", f"scale_{s['slug']}.png", f"rank_{s['slug']}.png", f"spectra_{s['slug']}.png"]
     figs += [f"factorial_{s['slug']}_{m}.png" for m in s["factorial"]]
     out += ["### Figures", "", *(f"![{f}]({f})" for f in figs), ""]
     return "\n".join(out)
@@ -403,6 +407,8 @@ def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
                                                  for r in s["runs"] if r["techniques"])]
     curves_figure(plt, panels, "z_std", "z_std_ref", "embedding std (dashed: 1/sqrt(d))",
                   out / f"std_{s['slug']}.png")
+    curves_figure(plt, panels, "z_scale", "z_scale_init", "raw embedding spread (dashed: before training)",
+                  out / f"scale_{s['slug']}.png", log=True)
     curves_figure(plt, panels, "rank_z", None, "RankMe of the embeddings", out / f"rank_{s['slug']}.png")
     spectra_figure(plt, s, ref, out / f"spectra_{s['slug']}.png")
 
@@ -465,7 +471,8 @@ def factorial_figure(plt, cells: dict, title: str, path: Path) -> None:
     _finish_grid(plt, fig, ax, 8, 8, f"Verdict over the six switches ({title})", path)
 
 
-def curves_figure(plt, panels: list, key: str, ref_key: str | None, ylabel: str, path: Path) -> None:
+def curves_figure(plt, panels: list, key: str, ref_key: str | None, ylabel: str, path: Path,
+                  log: bool = False) -> None:
     """One small plot per cell, one line per seed, coloured by the run's verdict."""
     ncols = 3 if len(panels) <= 24 else 6
     nrows = max(1, math.ceil(len(panels) / ncols))
@@ -481,6 +488,8 @@ def curves_figure(plt, panels: list, key: str, ref_key: str | None, ylabel: str,
                     color=COLORS.get(r["verdict"] or "failed"), label=f"seed {r['seed']}")
             if ref_key:
                 ax.plot(epoch, [c.get(ref_key, math.nan) for c in r["curve"]], ls="--", lw=0.8, color="black")
+            if log and any((c.get(key) or 0) > 0 for c in r["curve"]):
+                ax.set_yscale("log")
         if not any(r["curve"] for r in runs):
             status = "failed" if any(r["status"] == "failed" for r in runs) else "pending"
             ax.text(0.5, 0.5, status, transform=ax.transAxes, ha="center", va="center", color="gray")

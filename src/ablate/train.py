@@ -8,6 +8,7 @@
          + w_cov * (c(z1) + c(z2))         [cov]
 """
 
+import copy
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from .data import FolderStream, load_data
 from .diagnostics import (
     KNN_PROTOCOL,
     LINEAR_PROTOCOL,
+    embedding_scale,
     embedding_std,
     knn_top1,
     linear_probe,
@@ -38,7 +40,7 @@ from .diagnostics import (
 )
 from .ema import cosine_tau, make_target, update_momentum
 from .logger import NullLogger, make_logger
-from .losses import INVARIANCE, covariance, variance
+from .losses import INVARIANCE, SCALE_FREE, covariance, variance
 from .models import build_encoder, build_predictor, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
 
@@ -229,11 +231,23 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
     return {
         "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
-        "h_std": embedding_std(test_h),
+        "z_scale": embedding_scale(test_z), "h_std": embedding_std(test_h),
         "rank_z": rankme(test_z), "rank_h": rankme(test_h),
         "knn_top1": 100 * knn_top1(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
                                    cfg.eval.knn_k, cfg.eval.knn_t),
     }, (bank_h, test_h, test_z)
+
+
+@torch.no_grad()
+def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
+    """z_scale of the held-out embeddings before the first step, the reference a collapse onto the origin is
+    measured against. Batch norm uses batch statistics as in the loss (its running statistics are not yet
+    estimated), on a copy so the model's buffers stay untouched; no random numbers are drawn, so training
+    is the same with or without it."""
+    enc = copy.deepcopy(model.online).train()
+    z = [enc(eval_view(data.test_x[i:i + cfg.train.batch_size], size, data.mean, data.std))[1].float()
+         for i in range(0, len(data.test_x), cfg.train.batch_size)]
+    return float(embedding_scale(torch.cat(z)))
 
 
 def optimizer_for(model: JointEmbedding, optim_cfg, lr: float) -> torch.optim.Optimizer:
@@ -406,6 +420,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("resuming from the epoch %d checkpoint in %s (step %d)", start, run_dir, stepper.step)
     elif writer:
         metrics_path.write_text("")
+    # a resumed run keeps the scale of its own initialization (None from checkpoints that predate it)
+    z_scale_init = state.get("z_scale_init") if state else initial_scale(model, data, cfg.data.image_size, cfg)
+    scale_free = cfg.method.invariance in SCALE_FREE
     logger = make_logger(cfg, run_dir, state.get("logger_id") if state else None) if writer else NullLogger()
     progress = Progress(cfg.train.epochs)
     for epoch in range(start, cfg.train.epochs if stopped_early is None else start):
@@ -428,7 +445,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
             diag, _ = evaluate(model, data, cfg.data.image_size, cfg)
             row = {"epoch": epoch + 1, "step": stepper.step, **dict(zip(TERMS, terms_mean)),
-                   **{k: float(v) for k, v in diag.items()}, "lr": stepper.lr, "tau": stepper.tau,
+                   **{k: float(v) for k, v in diag.items()}, "z_scale_init": z_scale_init,
+                   "lr": stepper.lr, "tau": stepper.tau,
                    "wall_s": round(time.time() - t_start, 2)}
             if writer:
                 with metrics_path.open("a") as f:
@@ -437,7 +455,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             logger.epoch(row)
             last = row
             if early_stop:
-                collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict)[0] == "collapse"
+                collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, scale_free)[0] == "collapse"
                 streak = streak + 1 if collapsed else 0
                 if streak >= early_stop:
                     stopped_early = epoch + 1
@@ -453,7 +471,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
                 "lr": stepper.lr, "tau": stepper.tau, "model": model.state_dict(), "opt": stepper.opt.state_dict(),
                 "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "last": last, "streak": streak,
                 "stopped_early": stopped_early, "wall_s": time.time() - t_start, "config": _resumable_config(cfg),
-                "logger_id": logger.run_id, "processes": n_ranks,
+                "logger_id": logger.run_id, "processes": n_ranks, "z_scale_init": z_scale_init,
             })
         if stopped_early is not None:
             break
@@ -477,9 +495,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         lp = cfg.eval.linear
         linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
                                     lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
-        metrics = {k: last[k] for k in ("knn_top1", "z_std", "z_std_ref", "h_std", "rank_z", "rank_h", *TERMS)}
+        metrics = {k: last.get(k) for k in ("knn_top1", "z_std", "z_std_ref", "z_scale", "z_scale_init", "h_std",
+                                            "rank_z", "rank_h", *TERMS)}
         metrics["linear_top1"] = linear
-        v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict)
+        v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, scale_free)
         summary.update(verdict=v, verdict_reason=reason, metrics=metrics,
                        spectrum_z=[float(x) for x in spectrum(test_z).cpu()])
     summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)
