@@ -90,10 +90,12 @@ def count_bn(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def embed(encoder: Encoder, images, normalize, batch_size: int = 1024):
-    """Features and embeddings of uint8 images in eval mode, batch by batch, kept on the device."""
+def embed(encoder: Encoder, images, normalize, batch_size: int = 1024, batch_stats: bool = False):
+    """Features and embeddings of uint8 images, batch by batch, kept on the device: in eval mode, or with
+    ``batch_stats`` in train mode (batch norm normalizes each batch by its own statistics and updates its
+    running ones)."""
     was_training = encoder.training
-    encoder.eval()
+    encoder.train(batch_stats)
     hs, zs = [], []
     for i in range(0, len(images), batch_size):
         h, z = encoder(normalize(images[i:i + batch_size]))

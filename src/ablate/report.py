@@ -201,6 +201,11 @@ def _short(error, limit: int = 70) -> str:
     return error if len(error) <= limit else error[:limit - 3] + "..."
 
 
+def _ratio(m: dict, num: str, den: str) -> float | None:
+    """m[num] / m[den], or None where either is missing (runs that predate a metric) or the denominator is 0."""
+    return m[num] / m[den] if m.get(num) is not None and m.get(den) else None
+
+
 def _fmt(x, digits: int = 1) -> str:
     try:
         x = float(x)
@@ -285,8 +290,7 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
         m = r["metrics"]
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
                  f"{r['method']} " + " ".join(SHORT[t] for t in TECHNIQUES if (r["techniques"] or {}).get(t)))
-        ratio = m["z_std"] / m["z_std_ref"] if m.get("z_std") is not None and m.get("z_std_ref") else None
-        shrink = m["z_scale"] / m["z_scale_init"] if m.get("z_scale") is not None and m.get("z_scale_init") else None
+        ratio, shrink = _ratio(m, "z_std", "z_std_ref"), _ratio(m, "z_scale", "z_scale_init")
         verdict = r["verdict"] or r["status"]
         why = r["verdict_reason"] or (_short(r["error"], 120) if r["status"] == "failed" else "")
         wall = "" if r["wall_s"] is None else (f"{r['wall_s']:.0f} s" if r["wall_s"] < 120 else

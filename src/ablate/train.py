@@ -244,10 +244,9 @@ def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
     measured against. Batch norm uses batch statistics as in the loss (its running statistics are not yet
     estimated), on a copy so the model's buffers stay untouched; no random numbers are drawn, so training
     is the same with or without it."""
-    enc = copy.deepcopy(model.online).train()
-    z = [enc(eval_view(data.test_x[i:i + cfg.train.batch_size], size, data.mean, data.std))[1].float()
-         for i in range(0, len(data.test_x), cfg.train.batch_size)]
-    return float(embedding_scale(torch.cat(z)))
+    norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
+    _, z = embed(copy.deepcopy(model.online), data.test_x, norm, cfg.train.batch_size, batch_stats=True)
+    return float(embedding_scale(z))
 
 
 def optimizer_for(model: JointEmbedding, optim_cfg, lr: float) -> torch.optim.Optimizer:
