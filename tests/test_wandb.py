@@ -28,9 +28,12 @@ def offline(tmp_path, monkeypatch):
 
 
 def test_offline_run_writes_a_local_wandb_run_with_the_metrics(cfg_factory, offline):
+    import wandb
+
     run = offline / "run"
     cfg = cfg_factory("+method=byol", *TINY, "train.epochs=2", "logger=wandb", "logger.tags=[smoke]")
     summary = train(cfg, run)
+    wandb.teardown()  # run.finish() can return before the service has written the run file; teardown waits
     runs = list((offline / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     records = next(runs[0].glob("run-*.wandb")).read_bytes()
