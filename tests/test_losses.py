@@ -42,6 +42,20 @@ def test_variance_of_constant_embedding_is_gamma_minus_sqrt_eps():
     assert variance(z).item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6)
 
 
+def test_ray_is_a_trivial_minimum_of_cosine_invariance_plus_variance():
+    """Why SimSiam without BN collapses with the variance term alone (report note): embeddings on one ray,
+    z_i = c_i * u with c_i > 0, are identical in direction, so -cos is at its minimum -1, while the spread of
+    the norms c_i keeps every dimension's std above gamma. MSE (VICReg) sees the norms and is not at 0."""
+    u = torch.tensor([0.6, 0.8])
+    c = torch.tensor([1.0, 3.0, 5.0, 7.0])  # unbiased var of c = 20/3; stds 0.6 and 0.8 x 2.582 > 1
+    z1 = c[:, None] * u
+    z2 = c.flip(0)[:, None] * u             # the other view: same direction, other norms
+    assert neg_cosine(z1, z2).item() == pytest.approx(-1.0, abs=1e-6)
+    assert variance(z1).item() == 0.0 and variance(z2).item() == 0.0
+    # (c1 - c2)^2 = 36, 4, 4, 36 times |u|^2 = 1, summed 80 over n * d = 8 -> 10
+    assert mse(z1, z2).item() == pytest.approx(10.0)
+
+
 def test_covariance_off_diagonal_over_d():
     # 3 samples, 2 dims; centred columns a = (-1, 0, 1), b = (-2, 0, 2): cov_ab = (2 + 0 + 2) / 2 = 2
     z = torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]])
