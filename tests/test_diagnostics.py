@@ -55,6 +55,29 @@ def test_collapse_onto_the_origin_is_seen_only_through_the_raw_scale():
     assert verdict({**m, "z_scale_init": None}, 64, 4000, on, scale_free=False)[0] == "ok"
 
 
+def test_vicreg_line_reads_the_same_on_either_side_of_the_origin():
+    # worked numbers: a = (1, 3) along u = (1/2, 1/2, 1/2, 1/2) is a ray; minus its mean, (-1, 1) u, the same
+    # line across the origin. Normalized: u twice (std 0), or -u and u (per-channel std of -1/2, 1/2 = sqrt(1/2)).
+    # Raw spread of both: per-dimension variance of (1/2, 3/2) = 1/2, so z_scale = sqrt(1/2).
+    ray = torch.tensor([[1.0], [3.0]]) * torch.full((4,), 0.5)
+    line = ray - ray.mean(dim=0)
+    assert embedding_std(ray).item() == pytest.approx(0.0, abs=1e-7)
+    assert embedding_std(line).item() == pytest.approx(math.sqrt(0.5))
+    assert embedding_scale(ray).item() == pytest.approx(math.sqrt(0.5))
+    assert embedding_scale(line).item() == pytest.approx(math.sqrt(0.5))
+    on = OmegaConf.merge(THRESH, {"collapse_rank": None, "collapse_scale_ratio": 0.1})
+    m = {z: {"z_std": embedding_std(v).item(), "z_std_ref": 0.5, "rank_z": 1.0, "loss": 0.4,
+             "z_scale": embedding_scale(v).item(), "z_scale_init": 0.3} for z, v in (("ray", ray), ("line", line))}
+    # VICReg's loss cannot tell them apart (a common offset cancels in MSE, variance and covariance): a line
+    assert verdict(m["ray"], 64, 1000, on, scale_free=False) == verdict(m["line"], 64, 1000, on, scale_free=False)
+    assert verdict(m["ray"], 64, 1000, on, scale_free=False)[0] == "dimensional_collapse"
+    # a cosine loss sees one direction in the ray: complete collapse; the line through the origin is two
+    assert verdict(m["ray"], 64, 1000, on, scale_free=True)[0] == "collapse"
+    assert verdict(m["line"], 64, 1000, on, scale_free=True)[0] == "dimensional_collapse"
+    # with no initial spread recorded, VICReg falls back to the normalized monitor
+    assert verdict({**m["ray"], "z_scale_init": None}, 64, 1000, on, scale_free=False)[0] == "collapse"
+
+
 def test_initial_scale_leaves_model_and_random_state_alone(cfg_factory):
     from conftest import TINY
 

@@ -86,27 +86,33 @@ def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) 
     """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node.
 
     ``collapse`` is complete collapse, every image mapped to (nearly) one vector, measured in the geometry the
-    invariance term compares embeddings in. SimSiam's monitor, the std of l2-normalized embeddings far below
-    its isotropic value 1/sqrt(d), sees one direction; it is all a cosine loss (BYOL, SimSiam) can see. Under
-    an invariance on the raw vectors (VICReg's MSE, ``scale_free=False``) the trivial minimum is any constant
-    vector, the origin included, and normalizing hides a collapse onto the origin: there the raw spread
-    ``z_scale`` falling below ``collapse_scale_ratio`` of its value at initialization is collapse too.
-    Embeddings spread along a few
-    directions, a line included, are ``dimensional_collapse`` (Jing et al.): a low-dimensional subspace, not one
-    vector. ``collapse_rank`` (null by default) also counts RankMe(z) below it as collapse, for users who read a
-    line as collapse: an output BN (SimSiam's projector) forces every dimension's spread, so z_std cannot fall.
+    invariance term compares embeddings in. A cosine loss (BYOL, SimSiam, ``scale_free``) sees directions only:
+    there it is SimSiam's monitor, the std of l2-normalized embeddings far below its isotropic value
+    1/sqrt(d). VICReg's loss (``scale_free=False``) sees raw vectors up to a common offset (MSE, variance and
+    covariance are unchanged when one vector is added to every embedding): its trivial minimum is any
+    constant vector, the origin included, and there it is the raw spread ``z_scale`` falling below
+    ``collapse_scale_ratio`` of its value at initialization. The normalized monitor would read a collapse onto
+    the origin as healthy (normalizing blows the residual noise back up to unit length), and a line of
+    embeddings that lies on one side of the origin (a ray) as collapsed, where the same line shifted across the
+    origin reads as a line, though no term of that loss sees the shift; it is the test only where the raw one
+    cannot be made (no initial spread recorded, or ``collapse_scale_ratio`` null). Embeddings spread along a
+    few directions, a line included, are ``dimensional_collapse`` (Jing et al.): a low-dimensional subspace,
+    not one vector. ``collapse_rank`` (null by default) also counts RankMe(z) below it as collapse, for users
+    who read a line as collapse: an output BN (SimSiam's projector) forces every dimension's spread, so z_std
+    cannot fall.
     """
     loss = metrics.get("loss")
     if loss is not None and not math.isfinite(loss):
         return "diverged", f"non-finite loss ({loss})"
     std_ratio = metrics["z_std"] / metrics["z_std_ref"]
-    if not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
-        return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
     shrink = thresholds.get("collapse_scale_ratio")
-    if not scale_free and shrink is not None and metrics.get("z_scale") is not None and metrics.get("z_scale_init"):
+    raw = not scale_free and shrink is not None and metrics.get("z_scale") is not None and metrics.get("z_scale_init")
+    if raw:
         scale_ratio = metrics["z_scale"] / metrics["z_scale_init"]
         if not math.isfinite(scale_ratio) or scale_ratio < shrink:
             return "collapse", f"z_scale/z_scale_init = {scale_ratio:.3g} < {shrink}"
+    elif not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
+        return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
     line = thresholds.get("collapse_rank")
     if line is not None and metrics["rank_z"] < line:
         return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {line}"

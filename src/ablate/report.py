@@ -351,10 +351,10 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
         out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
     out += ["### Diagnostics per run", "",
             "z_std: std of l2-normalized embeddings over the held-out set (1/sqrt(d) for an isotropic "
-            "embedding, 0 under collapse); z_scale / init: raw spread of z (sqrt of the mean per-dimension "
-            "variance) over its value before training, the test for a collapse onto the origin under VICReg's "
-            "MSE invariance (blank where the run predates it); RankMe: effective rank of the embeddings z and "
-            "backbone features h.",
+            "embedding, 0 under collapse), the collapse test for the cosine losses of BYOL and SimSiam; "
+            "z_scale / init: raw spread of z (sqrt of the mean per-dimension variance) over its value before "
+            "training, the collapse test for VICReg, whose loss sees raw vectors up to a common offset (blank "
+            "where the run predates it); RankMe: effective rank of the embeddings z and backbone features h.",
             "", diagnostics_markdown(runs, ref), ""]
     done = [r for r in runs if r["status"] in FINISHED]
     out += ["### Protocol, data and scale", ""]
