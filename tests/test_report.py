@@ -2,6 +2,9 @@
 hand-made run without Hydra choices, a factorial run, runs from two sweep directories and an unrelated file."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -176,3 +179,17 @@ def test_report_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), "--out", str(tmp_path / "r")])
     assert e.value.code == 2 and "no runs" in capsys.readouterr().err
+
+
+def test_tied_cell_colour_does_not_depend_on_the_hash_seed():
+    # one seed each of ok, dimensional collapse and diverged: the colour used to be the first of a set,
+    # whose order changes with PYTHONHASHSEED; it is now the worse outcome, in every interpreter
+    code = ("from ablate.report import summarize_cell\n"
+            "run = lambda s, v: {'status': 'diverged' if v == 'diverged' else 'complete', 'seed': s,\n"
+            "                    'verdict': v, 'metrics': {'linear_top1': 50.0}}\n"
+            "c = summarize_cell([run(0, 'dimensional_collapse'), run(1, 'ok'), run(2, 'diverged')], [0, 1, 2])\n"
+            "t = summarize_cell([run(0, 'ok'), run(1, 'collapse'), run(2, 'ok'), run(3, 'collapse')], [0, 1, 2, 3])\n"
+            "print(c['color'], t['color'])\n")
+    colours = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in range(6)}
+    assert colours == {"diverged collapse"}

@@ -29,6 +29,7 @@ from .config import TECHNIQUES
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
 SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov"}
+SEVERITY = ("ok", "dimensional_collapse", "diverged", "collapse")  # a tied cell's colour: the last of these
 FINISHED = ("complete", "diverged")
 STATUSES = ("complete", "diverged", "failed")
 COLORS = {"ok": "#66bb6a", "dimensional_collapse": "#ffca28", "collapse": "#ef5350", "diverged": "#ab47bc",
@@ -191,7 +192,8 @@ def summarize_cell(runs: list[dict], seeds: list) -> dict:
             notes.insert(0, f"diverged in {verdicts.count('diverged')}/{len(done)}")
     if notes:
         text += f" ({', '.join(notes)})"
-    color = max(set(verdicts), key=lambda v: (verdicts.count(v), v == "collapse"))
+    # the most frequent verdict; a tie shows the worse outcome (a set's order changes with the hash seed)
+    color = max(set(verdicts), key=lambda v: (verdicts.count(v), SEVERITY.index(v)))
     collapse = True if n_col == len(done) else (False if n_col == 0 else "mixed")
     return {"text": text, "color": color, "collapse": collapse, "done": len(done)}
 
