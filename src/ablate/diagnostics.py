@@ -42,6 +42,45 @@ def spectrum(z: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0).float()
 
 
+def view_agreement(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Share of the embeddings' spread that the two views of each image hold in common:
+    2 tr Cov(z1, z2) / (tr Cov(z1) + tr Cov(z2)), Lin's concordance coefficient without its location term,
+    summed over dimensions. 1 when both views of every image land on one vector, about 0 when the spread is
+    augmentation noise: an embedding can meet the variance hinge with spread no invariance term ties to the
+    image (a cosine loss is blind to how far along a ray each view lies)."""
+    a, b = z1.double() - z1.double().mean(0), z2.double() - z2.double().mean(0)
+    return (2 * (a * b).sum() / ((a * a).sum() + (b * b).sum())).float()
+
+
+def class_share(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Share of the embeddings' spread explained by the class means: between-class over total sum of squares
+    (eta squared), 0 for spread unrelated to the labels, 1 when each class maps to one vector."""
+    z = z.double()
+    k = int(y.max()) + 1
+    means = torch.zeros(k, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, y, z)
+    means /= torch.bincount(y, minlength=k).clamp_min(1).unsqueeze(1)
+    centre = z.mean(0)
+    return ((means[y] - centre).pow(2).sum() / (z - centre).pow(2).sum()).float()
+
+
+def cone(z: torch.Tensor) -> dict:
+    """Where the embeddings lie relative to the origin (Zhang et al. 2022 split them into centre and residual):
+    ``mean_to_spread`` ||mean|| / sqrt(tr Cov), ``min_cos_to_mean`` the smallest cosine of an embedding to the
+    mean direction (near 1: all of them within a narrow cone around it, a ray when the spread is along it),
+    ``top_share`` the top principal direction's share of the variance (1 for a line) and ``top_cos_to_mean``
+    its |cosine| to the mean direction, plus ``top_dir`` itself."""
+    z = z.double()
+    centre = z.mean(0)
+    dev = z - centre
+    _, s, vh = torch.linalg.svd(dev, full_matrices=False)
+    top = vh[0]
+    return {"mean_to_spread": float(centre.norm() / dev.pow(2).sum(1).mean().sqrt()),
+            "min_cos_to_mean": float(F.cosine_similarity(z, centre.expand_as(z), dim=1).min()),
+            "top_share": float(s[0] ** 2 / s.pow(2).sum()),
+            "top_cos_to_mean": float((top @ centre).abs() / centre.norm()),
+            "top_dir": top}
+
+
 @torch.no_grad()
 def knn_top1(bank, bank_y, query, query_y, num_classes: int, k: int = 200, t: float = 0.1,
              chunk: int = 1024) -> torch.Tensor:
