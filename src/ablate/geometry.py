@@ -4,9 +4,9 @@ The verdict says whether a run collapsed; this says into what, from the run's la
 embeddings sit from the origin against their spread, how close they lie to one ray, how much of their
 variance one direction holds, and whether that spread is image content or augmentation noise (the two views
 of each held-out image agree on it, or not; see ``diagnostics.view_agreement``). It tells apart a VICReg
-line that encodes the image from a SimSiam ray that the variance hinge stretched out of augmentation noise,
-both RankMe 1. Prints a markdown table, one row per run, on the held-out images the run's diagnostics used
-(eval view; two training-recipe views for the agreement, drawn with ``--seed``).
+line that both views of an image agree on from a SimSiam ray that the variance hinge stretched out of
+augmentation noise, both RankMe 1. Prints a markdown table, one row per run, on the held-out images the
+run's diagnostics used (eval view; two training-recipe views for the agreement, drawn with ``--seed``).
 """
 
 import argparse
@@ -21,6 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import load_data
 from .diagnostics import class_share, cone, view_agreement
 from .models import embed
+from .train import JointEmbedding
 
 HEADER = ("| run | epoch | ‖mean‖ / spread | min cos to mean | top direction: variance share, abs cos to mean "
           "| views agree: all, top direction | class share |")
@@ -33,8 +34,6 @@ class GeometryError(ValueError):
 @torch.no_grad()
 def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
     """The embedding geometry of the model in ``run_dir``'s newest checkpoint, as a dict of floats."""
-    from .train import JointEmbedding  # the runner, only once a checkpoint is there to load into it
-
     try:
         state = load_checkpoint(run_dir)
     except CheckpointError as e:
