@@ -10,6 +10,7 @@ run's diagnostics used (eval view; two training-recipe views for the agreement, 
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -31,6 +32,14 @@ class GeometryError(ValueError):
     """A run directory this tool cannot read; the message says what to change."""
 
 
+@functools.lru_cache(maxsize=2)
+def _held_out(key: str, device: str):
+    """The run's data, loaded once for every run of a sweep that shares it (``key``: its data and eval
+    config and seed, which picks the held-out subset)."""
+    c = OmegaConf.create(key)
+    return load_data(c.data, c.eval, c.seed).to(device)
+
+
 @torch.no_grad()
 def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
     """The embedding geometry of the model in ``run_dir``'s newest checkpoint, as a dict of floats."""
@@ -42,7 +51,7 @@ def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
         raise GeometryError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one "
                             f"epoch (summary.json's run_dir)")
     cfg = OmegaConf.create(state["config"])
-    data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
+    data = _held_out(OmegaConf.to_yaml({"data": cfg.data, "eval": cfg.eval, "seed": cfg.seed}), device)
     model = JointEmbedding(cfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
