@@ -128,13 +128,13 @@ def test_var_and_cov_switches_change_the_loss(cfg_factory):
 ALL = list(itertools.product((False, True), repeat=6))
 
 
-@pytest.mark.parametrize("method", ["simsiam"])
-def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method):
+@pytest.mark.parametrize("method,geometry", [("simsiam", "raw"), ("simsiam", "sphere")])
+def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geometry):
     assert len(ALL) == 64
     x1, x2 = _views(8)
     for bits in ALL:
         on = dict(zip(TECHNIQUES, bits))
-        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), *TINY)
+        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), f"reg_geometry={geometry}", *TINY)
         assert techniques(cfg) == on
         model = JointEmbedding(cfg)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)

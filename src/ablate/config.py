@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")
 INVARIANCES = ("normalized_mse", "neg_cosine", "mse")
 OPTIMIZERS = ("sgd", "lars")
+REG_GEOMETRY_OPTIONS = ("auto", "raw", "sphere")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,9 @@ def check_config(cfg: DictConfig) -> None:
     if m.invariance not in INVARIANCES:
         raise ConfigError(f"method.invariance={m.invariance} is unknown; choose one of: {', '.join(INVARIANCES)}")
     _finite_nonneg(m.inv_weight, "method.inv_weight")
+    if cfg.get("reg_geometry") not in REG_GEOMETRY_OPTIONS:
+        raise ConfigError(f"reg_geometry={cfg.get('reg_geometry')} is unknown; choose one of: "
+                          f"{', '.join(REG_GEOMETRY_OPTIONS)}")
     for t in ("var", "cov"):
         if on[t]:
             _finite_nonneg(cfg[t].weight, f"{t}.weight")

@@ -9,6 +9,8 @@ Conventions (see ../shared/docs/paper-notes.md):
   averages v over the two branches and sums c over them, exactly as ``main_vicreg.py`` does.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +48,21 @@ def covariance(z: torch.Tensor) -> torch.Tensor:
     cov = (z.T @ z) / (n - 1)
     off_diag = cov - torch.diag(torch.diagonal(cov))
     return off_diag.pow(2).sum() / d
+
+
+def on_sphere(z: torch.Tensor) -> torch.Tensor:
+    """sqrt(d) * z / ||z||: the embeddings as a cosine invariance sees them (directions only), scaled so that an
+    isotropic embedding has per-dimension std about 1 and so meets the hinge's gamma = 1. The paper leaves the
+    geometry of var/cov unstated for BYOL and SimSiam (paper-notes, Table 4 details); this is one reading."""
+    return math.sqrt(z.shape[1]) * F.normalize(z, dim=1)
+
+
+REG_GEOMETRIES = {"raw": lambda z: z, "sphere": on_sphere}
+
+
+def reg_geometry(name: str, invariance: str) -> str:
+    """The geometry var/cov act in: ``auto`` is the one the invariance compares, sphere for the cosine losses
+    (BYOL, SimSiam), raw for VICReg's MSE."""
+    if name == "auto":
+        return "sphere" if invariance in SCALE_FREE else "raw"
+    return name

@@ -4,8 +4,9 @@
     p = predictor(z)              [predictor]        else p = z
     t = target(x) [ema] else z;   t = sg(t) [stop_grad]
     loss = w_inv * (D(p1, t2) + D(p2, t1)) / 2
-         + w_var * (v(z1) + v(z2)) / 2     [var]     (main_vicreg.py averages the branches)
-         + w_cov * (c(z1) + c(z2))         [cov]
+         + w_var * (v(g(z1)) + v(g(z2))) / 2     [var]     (main_vicreg.py averages the branches)
+         + w_cov * (c(g(z1)) + c(g(z2)))         [cov]
+    g = identity [reg_geometry=raw] or z -> sqrt(d) z/|z| [sphere]; auto: sphere for cosine invariances
 """
 
 import copy
@@ -40,7 +41,7 @@ from .diagnostics import (
 )
 from .ema import cosine_tau, make_target, update_momentum
 from .logger import NullLogger, make_logger
-from .losses import INVARIANCE, SCALE_FREE, covariance, variance
+from .losses import INVARIANCE, REG_GEOMETRIES, SCALE_FREE, covariance, reg_geometry, variance
 from .models import build_encoder, build_predictor, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
 
@@ -65,6 +66,7 @@ class JointEmbedding(nn.Module):
         self.w_inv = float(cfg.method.inv_weight)
         self.var = cfg.var if on["var"] else None
         self.cov = cfg.cov if on["cov"] else None
+        self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
         self.dim = dim
 
     def branches(self, x1, x2):
@@ -88,7 +90,8 @@ class JointEmbedding(nn.Module):
         loss = self.w_inv * inv
         var = cov = torch.zeros((), device=inv.device)
         if self.var is not None or self.cov is not None:  # statistics of the global batch under torchrun
-            z1, z2 = D.gather(z1), D.gather(z2)
+            g = REG_GEOMETRIES[self.geometry]
+            z1, z2 = D.gather(g(z1)), D.gather(g(z2))
         if self.var is not None:
             var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
             loss = loss + self.var.weight * var
@@ -477,7 +480,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
 
     summary = {
         "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
-        "method": cfg.method.name, "techniques": on,
+        "method": cfg.method.name, "techniques": on, "reg_geometry": model.geometry,
         "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
