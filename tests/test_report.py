@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,22 +23,24 @@ def switches(row, reg):
     return dict(zip(TECHNIQUES, map(bool, ROW_SWITCHES[row] + REG_SWITCHES[reg])))
 
 
-def hydra_files(run_dir, method, tech, choices, seed, epochs=3):
-    """What Hydra writes into a job directory before the job runs."""
+def hydra_files(run_dir, method, tech, choices, seed, epochs=3, legacy=False):
+    """What Hydra writes into a job directory before the job runs (``legacy``: before reg_geometry existed)."""
     (run_dir / ".hydra").mkdir(parents=True)
     cfg = {"seed": seed, "method": {"name": method}, "train": {"epochs": epochs}, "data": {"name": "shapes"},
            "backbone": {"name": "small_cnn"}, **{t: ({"on": True} if on else None) for t, on in tech.items()}}
+    if not legacy:
+        cfg["reg_geometry"] = "auto"
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
 
 
 def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="ok", linear=50.0,
-             experiment="vicreg_table4", epochs=3, choices=True):
+             experiment="vicreg_table4", epochs=3, choices=True, geometry=None, legacy=False):
     run_dir = root / name
     ch = {"experiment": experiment, "scale": "table_cpu", "method": method}
     if row:
         ch.update(row=row, reg=reg)
-    hydra_files(run_dir, method, tech, ch, seed, epochs)
+    hydra_files(run_dir, method, tech, ch, seed, epochs, legacy)
     collapsed = verdict == "collapse"
     curve = [{"epoch": e + 1, "z_std": 0.001 if collapsed else 0.1, "z_std_ref": 0.125,
               "z_scale": 0.3 * 0.1 ** (e + 1) if collapsed else 0.6, "z_scale_init": 0.3,
@@ -54,6 +57,8 @@ def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="o
         "spectrum_z": [1.0, 0.1, 1e-3, 1e-9], "wall_s": 90.0,
         "protocol": {"linear_top1": "linear probe, 100 epochs", "knn_top1": "kNN k=200", "eval_set": "32 images"},
     }
+    if geometry:
+        summary["reg_geometry"] = geometry
     if not choices:
         (run_dir / ".hydra" / "hydra.yaml").unlink()
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -71,7 +76,11 @@ def make_sweeps(tmp_path):
              reg="none", verdict="collapse", linear=11.0)
     fake_run(a, "vicreg_inv", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", linear=40.0)
     # hand-made run: no Hydra choices, placed by its method and switches
-    fake_run(a, "by_hand", "simsiam", switches("simsiam_no_bn", "var_cov"), choices=False, linear=55.5)
+    fake_run(a, "by_hand", "simsiam", switches("simsiam_no_bn", "var_cov"), choices=False, linear=55.5,
+             geometry="sphere")
+    # the same cell with var/cov on raw outputs (runs from before the switch recorded no geometry: raw)
+    fake_run(a, "by_hand_raw", "simsiam", switches("simsiam_no_bn", "var_cov"), choices=False, verdict="collapse",
+             linear=12.0, legacy=True)
     # a factorial cell outside the table: EMA on, no predictor
     fake_run(a, "fact", "simsiam", dict(ema=True, stop_grad=True, predictor=False, batchnorm=True, var=False,
                                         cov=False), experiment="factorial", linear=33.0)
@@ -156,18 +165,73 @@ def test_report_table_text(report):
 def test_report_csv_and_figures(report):
     out, _ = report
     df = pd.read_csv(out / "runs.csv")
-    assert len(df) == 9  # 6 finished, 1 diverged, 1 failed, 1 still training; the unrelated file skipped
+    assert len(df) == 10  # 7 finished, 1 diverged, 1 failed, 1 still training; the unrelated file skipped
     for col in (*TECHNIQUES, "method", "seed", "verdict", "status", "linear_top1", "knn_top1", "rank_z", "z_std"):
         assert col in df.columns
     assert df["ema"].dtype == bool and df["var"].dtype == bool
     byol = df[df["row"] == "byol"].sort_values("seed")
     assert byol["linear_top1"].tolist() == [60.0, 64.0] and byol["seed"].tolist() == [0, 1]
     assert df.loc[df["status"] == "failed", "error"].item() == "RuntimeError: out of memory in cell"
-    for name in ("table4_table_cpu", "std_table_cpu", "scale_table_cpu", "rank_table_cpu", "spectra_table_cpu",
+    assert df.loc[df["dir"].str.endswith("by_hand_raw"), "reg_geometry"].item() == "raw"
+    assert df.loc[df["dir"].str.endswith("by_hand"), "reg_geometry"].item() == "sphere"
+    assert df.loc[df["dir"].str.endswith("sg_only"), "reg_geometry"].isna().all()  # no var/cov: no geometry
+    for name in ("table4_table_cpu", "table4_table_cpu_raw", "std_table_cpu", "scale_table_cpu", "rank_table_cpu",
+                 "spectra_table_cpu",
                  "factorial_table_cpu_simsiam"):
         data = (out / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
         assert f"({name}.png)" in (out / "report.md").read_text()
+
+
+def test_report_shows_each_geometry_and_the_claims(report):
+    out, _ = report
+    md = (out / "report.md").read_text()
+    default, raw = md.split("### VICReg Table 4")[1], md.split("### VICReg Table 4, `reg_geometry=raw`")[1]
+    assert table_row(default, "| SimSiam |  | ✓ | ✓ |  |").endswith("| 55.5 (1 pending) / 67.1 |")
+    # the raw table: the regularized cell from the raw run, the No Reg cells shared with the default table
+    assert table_row(raw, "| SimSiam |  | ✓ | ✓ |  |").endswith("| collapse (1 pending) / 67.1 ⚠ |")
+    assert table_row(raw, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 / 69.3† |")
+    assert "- SimSiam (simsiam_no_bn), Var/Cov Reg: ours collapse (1 pending), paper 67.1." in raw
+    claims = md.split("### The paper's claims")[1].split("###")[0]
+    assert table_row(claims, "| Paper's claim") == (
+        "| Paper's claim (VICReg Table 4) | `reg_geometry=auto` | `reg_geometry=raw` | cells |")
+    # BYOL No Reg ran (no collapse), SimSiam with BN No Reg did not
+    assert table_row(claims, "| BYOL and SimSiam with BN").startswith(
+        "| BYOL and SimSiam with BN need no var/cov: no collapse with No Reg | held (1 of 2 cells run) | "
+        "held (1 of 2 cells run) | BYOL ME SG PR BN No Reg, SimSiam SG PR BN No Reg |")
+    # rows 4-8 No Reg: SimSiam SG collapsed, VICReg BN did not
+    assert "| mixed: not in VICReg BN No Reg (2 of 5 cells run) |" in table_row(claims, "| Invariance alone")
+    # Var/Cov in every row: the default has SimSiam SG PR at 55.5, raw has it collapsed; VICReg BN failed
+    row = table_row(claims, "| Variance and covariance")
+    assert "| held (1 of 8 cells run) | not held (1 of 8 cells run) |" in row
+    assert "[raw]" in table_row(md, "| SimSiam (simsiam_no_bn), Var/Cov Reg [raw]")
+
+
+def test_report_reads_an_earlier_runs_csv(report, tmp_path):
+    """An earlier report's runs.csv stands for its runs; a live run with the same path and geometry replaces
+    its row, one with another geometry (the new default) sits beside it in the other table."""
+    out, _ = report
+    new = tmp_path / "sweep_new"
+    old = pd.read_csv(out / "runs.csv")
+    raw_dir = old.loc[old["dir"].str.endswith("by_hand_raw"), "dir"].item()
+    byol_dir = old.loc[(old["row"] == "byol") & (old["seed"] == 0), "dir"].item()
+    fake_run(new, "byol_s0", "byol", switches("byol", "none"), row="byol", reg="none", seed=0, linear=70.0)
+    # the live runs claim the old runs' paths: same geometry replaces, another geometry adds
+    import shutil
+
+    shutil.rmtree(byol_dir)
+    shutil.move(str(new / "byol_s0"), byol_dir)
+    shutil.rmtree(raw_dir)
+    fake_run(Path(raw_dir).parent, Path(raw_dir).name, "simsiam", switches("simsiam_no_bn", "var_cov"),
+             choices=False, linear=44.0, geometry="sphere")
+    main([str(out / "runs.csv"), str(Path(raw_dir).parent), "--out", str(tmp_path / "again")])
+    df = pd.read_csv(tmp_path / "again" / "runs.csv")
+    assert len(df) == 11  # 10 old rows, BYOL s0 replaced, the raw run kept beside its sphere successor
+    assert sorted(df.loc[df["row"] == "byol", "linear_top1"]) == [64.0, 70.0]
+    assert sorted(df.loc[df["dir"] == raw_dir, "reg_geometry"]) == ["raw", "sphere"]
+    md = (tmp_path / "again" / "report.md").read_text()
+    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 67.0 ± 4.2 / 69.3† |")
+    assert "runs are read from" in md and "runs.csv" in md
 
 
 def test_report_bad_input_is_one_line(tmp_path, capsys):

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .config import TECHNIQUES
+from .config import TECHNIQUES, conf_dir
+from .losses import reg_geometry
 
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
@@ -32,6 +33,10 @@ SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "
 SEVERITY = ("ok", "dimensional_collapse", "diverged", "collapse")  # a tied cell's colour: the last of these
 FINISHED = ("complete", "diverged")
 STATUSES = ("complete", "diverged", "failed")
+GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geometry=auto`, the default: sphere "
+                        "for BYOL/SimSiam, raw for VICReg)",
+              "raw": "var/cov on the raw projector outputs in every row (`reg_geometry=raw`)",
+              "sphere": "var/cov on sqrt(d) z/|z| in every row (`reg_geometry=sphere`)"}
 COLORS = {"ok": "#66bb6a", "dimensional_collapse": "#ffca28", "collapse": "#ef5350", "diverged": "#ab47bc",
           "failed": "#9e9e9e", "pending": "#f5f5f5"}
 
@@ -75,10 +80,15 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     section = lambda k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}  # noqa: E731
     curve = read_metrics(run_dir / "metrics.jsonl")
     epochs = s.get("epochs", section("train").get("epochs"))
+    method = s.get("method") or section("method").get("name")
+    invariance = section("method").get("invariance") or _preset_invariance(method)
     return {
-        "dir": str(run_dir), "sweep_dir": _sweep_dir(run_dir), "status": s.get("status"),
+        "dir": str(run_dir), "sweep_dir": _sweep_dir(run_dir), "status": s.get("status"), "source": None,
+        "device": s.get("device"),
         "error": s.get("error"), "verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
-        "method": s.get("method") or section("method").get("name"), "techniques": tech,
+        "method": method, "techniques": tech, "invariance": invariance,
+        # runs from before the switch (no field, no config key) acted on raw outputs
+        "reg_geometry": s.get("reg_geometry") or reg_geometry(cfg.get("reg_geometry") or "raw", invariance),
         "seed": s.get("seed", cfg.get("seed")), "choices": choices,
         "experiment": choices.get("experiment"), "scale": choices.get("scale"),
         "data": s.get("data") or section("data").get("name"),
@@ -88,6 +98,21 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
         "metrics": s.get("metrics") or {}, "protocol": s.get("protocol") or {}, "spectrum": s.get("spectrum_z"),
         "curve": curve, "overrides": s.get("overrides") or [],
     }
+
+
+def _preset_invariance(method: str | None) -> str | None:
+    """The invariance a method preset sets (conf/method/NAME.yaml), for runs whose config lacks it."""
+    preset = _yaml(conf_dir() / "method" / f"{method}.yaml") if method else None
+    return ((preset or {}).get("method") or {}).get("invariance")
+
+
+def regularized(run: dict) -> bool:
+    return bool((run["techniques"] or {}).get("var") or (run["techniques"] or {}).get("cov"))
+
+
+def in_geometry(run: dict, mode: str) -> bool:
+    """Whether a run belongs to the table of ``reg_geometry=mode``: runs without var/cov belong to every one."""
+    return not regularized(run) or run["reg_geometry"] == reg_geometry(mode, run["invariance"])
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -101,10 +126,41 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", *TECHNIQUES, "reg_geometry", "seed", "status",
+              "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed", "wall_s",
+              "embedding_dim", "chance_top1", "device")
+
+
+def load_csv_runs(path: Path) -> list[dict]:
+    """The runs of an earlier report's runs.csv, as records without curves or spectra: a sweep that adds a
+    dimension can be reported beside the runs it leaves unchanged without training them again."""
+    df = pd.read_csv(path, dtype={"seed": object})
+    missing = {"dir", "method", "status", *TECHNIQUES} - set(df.columns)
+    if missing:
+        raise SystemExit(f"ablate.report: error: {path} lacks the runs.csv columns {', '.join(sorted(missing))}; "
+                         f"give a runs.csv written by python -m ablate.report")
+    runs = []
+    for rec in df.astype(object).where(df.notna(), None).to_dict("records"):
+        tech = {t: str(rec[t]) == "True" for t in TECHNIQUES}
+        method, seed = rec["method"], rec["seed"]
+        invariance = _preset_invariance(method)
+        runs.append({
+            **{k: rec.get(k) for k in CSV_FIELDS if k not in TECHNIQUES},
+            "seed": int(seed) if str(seed).isdigit() else seed, "techniques": tech, "invariance": invariance,
+            "reg_geometry": rec.get("reg_geometry") or reg_geometry("raw", invariance),
+            "choices": {k: rec.get(k) for k in ("row", "reg", "experiment", "scale") if rec.get(k)},
+            "metrics": {k: v for k, v in rec.items() if k not in CSV_FIELDS and v is not None},
+            "protocol": {}, "spectrum": None, "curve": [], "overrides": [], "sweep_dir": None, "source": str(path),
+        })
+    return runs
+
+
 def find_runs(dirs: list[Path]) -> list[dict]:
-    """Finished and failed runs (summary.json) and started ones (Hydra job dir or metrics, no summary yet)."""
+    """Finished and failed runs (summary.json) and started ones (Hydra job dir or metrics, no summary yet)
+    below each directory; a runs.csv file stands for the runs of an earlier report, each kept unless a run
+    found in a directory has its path and its reg_geometry."""
     runs, seen = [], set()
-    for root in dirs:
+    for root in (d for d in dirs if d.is_dir()):
         for path in sorted(root.rglob("summary.json")):
             try:
                 s = json.loads(path.read_text())
@@ -122,6 +178,11 @@ def find_runs(dirs: list[Path]) -> list[dict]:
             if run_dir.resolve() not in seen and not (run_dir / "summary.json").exists():
                 seen.add(run_dir.resolve())
                 runs.append(load_run(run_dir, None))
+    live = {(Path(r["dir"]).resolve(), r["reg_geometry"] if regularized(r) else None) for r in runs}
+    for csv in (d for d in dirs if d.is_file()):
+        for r in load_csv_runs(csv):
+            if (Path(r["dir"]).resolve(), r["reg_geometry"] if regularized(r) else None) not in live:
+                runs.append(r)
     return runs
 
 
@@ -167,21 +228,21 @@ def summarize_cell(runs: list[dict], seeds: list) -> dict:
     if not done:
         if failed:
             return {"text": "failed: " + _short(failed[0]["error"]), "color": "failed", "collapse": None,
-                    "done": 0}
+                    "done": 0, "acc": None}
         if started:
             r = started[0]
             return {"text": f"pending ({r['epochs_completed']}/{r['epochs']} ep)", "color": "pending",
-                    "collapse": None, "done": 0}
-        return {"text": "pending", "color": "pending", "collapse": None, "done": 0}
+                    "collapse": None, "done": 0, "acc": None}
+        return {"text": "pending", "color": "pending", "collapse": None, "done": 0, "acc": None}
     verdicts = [r["verdict"] for r in done]
     n_col = verdicts.count("collapse")
+    accs = pd.Series([r["metrics"].get("linear_top1") for r in done
+                      if r["verdict"] not in ("collapse", "diverged")], dtype=float).dropna()
     if n_col == len(done):
         text = "collapse"
     elif verdicts.count("diverged") == len(done):
         text = "diverged"
     else:
-        accs = pd.Series([r["metrics"].get("linear_top1") for r in done
-                          if r["verdict"] not in ("collapse", "diverged")], dtype=float).dropna()
         text = f"{accs.mean():.1f}" + (f" ± {accs.std():.1f}" if len(accs) > 1 else "") if len(accs) else "n/a"
         if n_col:
             notes.insert(0, f"collapse in {n_col}/{len(done)}")
@@ -195,7 +256,8 @@ def summarize_cell(runs: list[dict], seeds: list) -> dict:
     # the most frequent verdict; a tie shows the worse outcome (a set's order changes with the hash seed)
     color = max(set(verdicts), key=lambda v: (verdicts.count(v), SEVERITY.index(v)))
     collapse = True if n_col == len(done) else (False if n_col == 0 else "mixed")
-    return {"text": text, "color": color, "collapse": collapse, "done": len(done)}
+    return {"text": text, "color": color, "collapse": collapse, "done": len(done),
+            "acc": float(accs.mean()) if len(accs) and n_col < len(done) else None}
 
 
 def _short(error, limit: int = 70) -> str:
@@ -232,10 +294,12 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
     for key in sorted({setting_of(r) for r in runs}, key=str):
         srun = [r for r in runs if setting_of(r) == key]
         seeds = sorted({r["seed"] for r in srun if r["seed"] is not None}, key=str)
-        table = None
+        tables = {}
         if any(r["cell"] for r in srun) or any(r["experiment"] == "vicreg_table4" for r in srun):
-            table = {(row, reg): summarize_cell([r for r in srun if r["cell"] == (row, reg)], seeds)
-                     for row in ref.index for reg in REGS}
+            for mode in geometry_modes([r for r in srun if r["cell"]]):
+                tables[mode] = {(row, reg): summarize_cell([r for r in srun if r["cell"] == (row, reg)
+                                                            and in_geometry(r, mode)], seeds)
+                                for row in ref.index for reg in REGS}
         factorial = {}
         for method in sorted({r["method"] for r in srun if r["method"]}):
             mruns = [r for r in srun if r["method"] == method and r["techniques"]]
@@ -245,12 +309,20 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
                                                                           for r in mruns))}
         named = [r["scale"] for r in srun if r["scale"]]
         scale = max(set(named), key=named.count) if named else "custom"
-        settings.append({"key": key, "scale": scale, "runs": srun, "seeds": seeds, "table": table,
+        settings.append({"key": key, "scale": scale, "runs": srun, "seeds": seeds, "tables": tables,
                          "factorial": factorial})
     scales = [s["scale"] for s in settings]
     for s in settings:  # file-name stem of the setting's figures
         s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else "_".join(map(str, (s["scale"], *s["key"])))
     return settings
+
+
+def geometry_modes(runs: list[dict]) -> list[str]:
+    """The reg_geometry tables worth showing: auto always, raw and sphere where some regularized run belongs
+    to them and not to auto (so a table differs from the default in at least one cell)."""
+    reg = [r for r in runs if regularized(r)]
+    return ["auto"] + [m for m in ("raw", "sphere")
+                       if any(in_geometry(r, m) and not in_geometry(r, "auto") for r in reg)]
 
 
 def _combo(run) -> tuple:
@@ -263,24 +335,102 @@ def _combos(runs, full: bool) -> list[tuple]:
     return sorted({_combo(r) for r in runs}, reverse=True)
 
 
-def table_markdown(setting: dict, ref: pd.DataFrame) -> tuple[str, list[str]]:
+def table_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> tuple[str, list[str]]:
     rows, flags = [], []
     for row, r in ref.iterrows():
         cells = []
         for reg in REGS:
-            c, paper = setting["table"][(row, reg)], r[reg]
+            c, paper = setting["tables"][mode][(row, reg)], r[reg]
             dagger = "†" if r["original"] == reg else ""
             flag = ""
             if c["collapse"] is not None and c["collapse"] != (paper == "collapse"):
                 flag = " ⚠"
                 reasons = sorted({x["verdict_reason"] for x in setting["runs"]
-                                  if x["cell"] == (row, reg) and x["status"] in FINISHED and x["verdict_reason"]})
+                                  if x["cell"] == (row, reg) and in_geometry(x, mode) and x["status"] in FINISHED
+                                  and x["verdict_reason"]})
                 flags.append(f"- {r['label']} ({row}), {REGS[reg]}: ours {c['text']}, paper {paper}. "
                              f"Our verdict: {'; '.join(reasons)}.")
             cells.append(f"{c['text']} / {paper}{dagger}{flag}")
         rows.append([r["label"], *("✓" if r[t] else "" for t in TECHNIQUES[:4]), *cells])
     header = ["Method", "ME", "SG", "PR", "BN", *(f"{v} (ours / paper)" for v in REGS.values())]
     return md_table(header, rows), flags
+
+
+# The paper's statements about Table 4; each test reads one table of cells and returns True, False or None
+# (not run yet), and names the cell it decides on.
+def _no_collapse(cell):
+    return cell, lambda t: None if t[cell]["collapse"] is None else t[cell]["collapse"] is False
+
+
+def _collapse(cell):
+    return cell, lambda t: None if t[cell]["collapse"] is None else t[cell]["collapse"] is True
+
+
+def _better(cell, base):
+    """``cell`` beats ``base``: a higher mean linear top-1, or no collapse where ``base`` collapsed."""
+    def test(t):
+        a, b = t[cell], t[base]
+        if a["collapse"] is None or b["collapse"] is None:
+            return None
+        if a["collapse"] is True or b["collapse"] is True:
+            return a["collapse"] is not True
+        return None if a["acc"] is None or b["acc"] is None else a["acc"] > b["acc"]
+    return cell, test
+
+
+def _close(cell, base, points=2.0):
+    def test(t):
+        a, b = t[cell], t[base]
+        if a["collapse"] is None or b["collapse"] is None:
+            return None
+        return a["acc"] is not None and b["acc"] is not None and abs(a["acc"] - b["acc"]) <= points
+    return cell, test
+
+
+WITH_BN = ("byol", "simsiam")
+ROWS_3_8 = ("simsiam_no_bn", "simsiam_no_pred_no_bn", "vicreg_pred_no_bn", "vicreg_pred", "vicreg", "vicreg_no_bn")
+CLAIMS = [
+    ("BYOL and SimSiam with BN need no var/cov: no collapse with No Reg",
+     [_no_collapse((row, "none")) for row in WITH_BN]),
+    ("SimSiam without BN does not collapse with No Reg, but is below SimSiam with BN (35.1 vs 67.9)",
+     [_no_collapse(("simsiam_no_bn", "none")), _better(("simsiam", "none"), ("simsiam_no_bn", "none"))]),
+    ("Invariance alone collapses in rows 4-8 (SimSiam without predictor and BN, every VICReg row)",
+     [_collapse((row, "none")) for row in ROWS_3_8[1:]]),
+    ("The variance term alone prevents collapse in every row",
+     [_no_collapse((row, "var")) for row in (*WITH_BN, *ROWS_3_8)]),
+    ("Variance and covariance together prevent collapse in every row",
+     [_no_collapse((row, "var_cov")) for row in (*WITH_BN, *ROWS_3_8)]),
+    ("Covariance improves on variance alone in rows 3-8 (+9 to +12 points in the paper)",
+     [_better((row, "var_cov"), (row, "var")) for row in ROWS_3_8]),
+    ("Var or Var/Cov changes BYOL and SimSiam with BN little (paper: within 1 point; here: within 2)",
+     [_close((row, reg), (row, "none")) for row in WITH_BN for reg in ("var", "var_cov")]),
+]
+VERDICT_WORDS = {(True,): "held", (False,): "not held", (False, True): "mixed"}
+
+
+def claims_markdown(setting: dict, ref: pd.DataFrame) -> str:
+    """One row per claim: held / not held / mixed in each reg_geometry table, and the cells that decide it."""
+    modes = list(setting["tables"])
+    rows = []
+    for claim, tests in CLAIMS:
+        outcomes = []
+        for mode in modes:
+            got = [test(setting["tables"][mode]) for _, test in tests]
+            known = sorted({g for g in got if g is not None})
+            word = VERDICT_WORDS.get(tuple(known), "pending")
+            if word == "mixed":
+                word += ": not in " + ", ".join(_cell(ref, c) for (c, _), g in zip(tests, got) if g is False)
+            if known and None in got:
+                word += f" ({len(got) - got.count(None)} of {len(got)} cells run)"
+            outcomes.append(word)
+        rows.append([claim, *outcomes, ", ".join(_cell(ref, c) for c, _ in tests)])
+    return md_table(["Paper's claim (VICReg Table 4)", *(f"`reg_geometry={m}`" for m in modes), "cells"], rows)
+
+
+def _cell(ref: pd.DataFrame, cell: tuple) -> str:
+    row, reg = cell
+    return f"{ref.loc[row, 'label']} {' '.join(SHORT[t] for t in TECHNIQUES[:4] if ref.loc[row, t]) or '-'} " \
+           f"{REGS[reg].replace(' Reg', '') if reg != 'none' else REGS[reg]}"
 
 
 def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
@@ -292,6 +442,7 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
         m = r["metrics"]
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
                  f"{r['method']} " + " ".join(SHORT[t] for t in TECHNIQUES if (r["techniques"] or {}).get(t)))
+        where += f" [{r['reg_geometry']}]" if regularized(r) else ""
         ratio, shrink = _ratio(m, "z_std", "z_std_ref"), _ratio(m, "z_scale", "z_scale_init")
         verdict = r["verdict"] or r["status"]
         why = r["verdict_reason"] or (_short(r["error"], 120) if r["status"] == "failed" else "")
@@ -332,15 +483,22 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
     out = [f"## Setting `{scale}`: {data}, {backbone}, {epochs} epochs", "",
            f"{len(runs)} runs found: {n['complete']} complete, {n['diverged']} diverged, {n['failed']} failed, "
            f"{n['pending']} started and unfinished; seeds {', '.join(map(str, s['seeds'])) or 'none'}.", ""]
-    if s["table"] is not None:
-        text, flags = table_markdown(s, ref)
-        out += ["### VICReg Table 4", "",
+    if s["tables"]:
+        out += ["### The paper's claims", "",
+                "Each statement the paper makes about Table 4, checked on these runs (collapse / no collapse from "
+                "the verdicts, improvements from the mean linear top-1), in each table below.", "",
+                claims_markdown(s, ref), ""]
+    for mode in s["tables"]:
+        text, flags = table_markdown(s, mode, ref)
+        out += ["### VICReg Table 4" + ("" if mode == "auto" else f", `reg_geometry={mode}`"), "",
+                f"{GEOMETRIES[mode][0].upper()}{GEOMETRIES[mode][1:]}. "
                 "Ours: linear-probe top-1 (%) on the held-out set, mean ± std over seeds where there are several; "
                 "`collapse` where every finished seed's verdict is complete collapse. Paper: ImageNet linear "
                 "top-1 after 100 epochs, ResNet-50 (VICReg, Table 4; † the method's original setup). "
                 "⚠ marks a cell whose collapse / no-collapse disagrees with the paper.", "", text, ""]
         out += ["Cells that disagree with the paper:", "", *flags, ""] if flags else [
             "Every finished cell agrees with the paper on collapse / no collapse.", ""]
+    if s["tables"]:
         failed = [r for r in runs if r["status"] == "failed"]
         if failed:
             out += ["Failed runs:", "", *(f"- `{r['dir']}`: {r['error']}" for r in failed), ""]
@@ -364,14 +522,18 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
         values = sorted({r["protocol"].get(key) for r in done if r["protocol"].get(key)})
         out += [f"- {key}: {v}" for v in values]
     dims = sorted({r["embedding_dim"] for r in done if r["embedding_dim"]})
-    devices = sorted({json.loads(Path(r["dir"], "summary.json").read_text()).get("device", "?") for r in done})
+    devices = sorted({r["device"] or "?" for r in done})
     wall = sum(r["wall_s"] or 0 for r in done)
     out += [f"- data `{data}`, backbone `{backbone}`, {epochs} epochs, scale preset `{scale}`, embedding dims "
             f"{', '.join(map(str, dims)) or '?'}, device {', '.join(devices) or '?'}, total training wall time "
             f"{wall / 60:.1f} min", ""]
     out += ["### Regenerate the runs", "", "```bash", *regen_commands(runs), "```", "",
             "Re-running a sweep skips the cells whose summary.json is complete.", ""]
-    figs = [f"table4_{s['slug']}.png"] if s["table"] is not None else []
+    for src in sorted({r["source"] for r in runs if r["source"]}):
+        n_src = sum(r["source"] == src for r in runs)
+        out += [f"{n_src} runs are read from `{src}`, an earlier report's table of runs (final metrics and "
+                f"verdicts only: no curves or spectra in the figures).", ""]
+    figs = [table_png(s, mode) for mode in s["tables"]]
     figs += [f"std_{s['slug']}.png", f"scale_{s['slug']}.png", f"rank_{s['slug']}.png", f"spectra_{s['slug']}.png"]
     figs += [f"factorial_{s['slug']}_{m}.png" for m in s["factorial"]]
     out += ["### Figures", "", *(f"![{f}]({f})" for f in figs), ""]
@@ -401,10 +563,11 @@ def _combo_label(method: str, combo: tuple) -> str:
 def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
     plt = _pyplot()
     panels = []  # (title, runs) for every cell: the table's 24, then the off-table switch combinations
-    if s["table"] is not None:
-        table_figure(plt, s, ref, out / f"table4_{s['slug']}.png")
-        panels += [(f"{_row_label(ref, row)} | {REGS[reg]}", [r for r in s["runs"] if r["cell"] == (row, reg)])
-                   for row in ref.index for reg in REGS]
+    for mode in s["tables"]:  # the default table's 24 cells, then the regularized cells of the other geometries
+        table_figure(plt, s, mode, ref, out / table_png(s, mode))
+        panels += [(f"{_row_label(ref, row)} | {REGS[reg]}" + ("" if mode == "auto" else f" [{mode}]"),
+                    [r for r in s["runs"] if r["cell"] == (row, reg) and in_geometry(r, mode)])
+                   for row in ref.index for reg in REGS if mode == "auto" or reg != "none"]
     for method, cells in s["factorial"].items():
         factorial_figure(plt, cells, f"{s['slug']}, {method} recipe", out / f"factorial_{s['slug']}_{method}.png")
         panels += [(_combo_label(method, combo), [r for r in s["runs"] if not r["cell"] and r["method"] == method
@@ -426,14 +589,18 @@ def _legend(ax):
               bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8, frameon=False)
 
 
-def table_figure(plt, s: dict, ref: pd.DataFrame, path: Path) -> None:
+def table_png(s: dict, mode: str) -> str:
+    return f"table4_{s['slug']}.png" if mode == "auto" else f"table4_{s['slug']}_{mode}.png"
+
+
+def table_figure(plt, s: dict, mode: str, ref: pd.DataFrame, path: Path) -> None:
     from matplotlib.patches import Rectangle
 
     fig, ax = plt.subplots(figsize=(10, 6.5))
     for i, row in enumerate(ref.index):
         ax.text(-0.05, i + 0.5, _row_label(ref, row), ha="right", va="center", fontsize=9)
         for j, reg in enumerate(REGS):
-            c, paper = s["table"][(row, reg)], ref.loc[row, reg]
+            c, paper = s["tables"][mode][(row, reg)], ref.loc[row, reg]
             flag = c["collapse"] is not None and c["collapse"] != (paper == "collapse")
             ax.add_patch(Rectangle((j, i), 1, 1, facecolor=COLORS[c["color"]], edgecolor="black" if flag else
                                    "white", lw=2.5 if flag else 1))
@@ -441,8 +608,8 @@ def table_figure(plt, s: dict, ref: pd.DataFrame, path: Path) -> None:
                     ha="center", va="center", fontsize=7, wrap=True)
     for j, reg in enumerate(REGS.values()):
         ax.text(j + 0.5, -0.1, reg, ha="center", va="bottom", fontsize=10)
-    _finish_grid(plt, fig, ax, 3, len(ref), f"VICReg Table 4, ours ({s['slug']}) vs paper, coloured by our verdict",
-                 path)
+    _finish_grid(plt, fig, ax, 3, len(ref), f"VICReg Table 4, ours ({s['slug']}, reg_geometry={mode}) vs paper, "
+                 f"coloured by our verdict", path)
 
 
 def _finish_grid(plt, fig, ax, width: int, height: int, title: str, path: Path) -> None:
@@ -543,11 +710,12 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
         rows.append({
             "dir": r["dir"], "experiment": r["experiment"], "scale": r["scale"],
             "row": r["cell"][0] if r["cell"] else None, "reg": r["cell"][1] if r["cell"] else None,
-            "method": r["method"], **{t: tech.get(t) for t in TECHNIQUES}, "seed": r["seed"],
+            "method": r["method"], **{t: tech.get(t) for t in TECHNIQUES},
+            "reg_geometry": r["reg_geometry"] if regularized(r) else None, "seed": r["seed"],
             "status": r["status"], "verdict": r["verdict"], "verdict_reason": r["verdict_reason"],
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],
             "epochs_completed": r["epochs_completed"], "wall_s": r["wall_s"], "embedding_dim": r["embedding_dim"],
-            "chance_top1": r["chance_top1"], **{k: r["metrics"].get(k) for k in metric_keys},
+            "chance_top1": r["chance_top1"], "device": r["device"], **{k: r["metrics"].get(k) for k in metric_keys},
         })
     return pd.DataFrame(rows)
 
@@ -577,14 +745,15 @@ def write_report(dirs: list[Path], out: Path, note: Path | None = None) -> Path:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs_dirs", nargs="+", type=Path, metavar="RUNS_DIR", help="sweep or run directories")
+    p.add_argument("runs_dirs", nargs="+", type=Path, metavar="RUNS_DIR",
+                   help="sweep or run directories, or an earlier report's runs.csv")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where report.md, runs.csv, PNGs go")
     p.add_argument("--note", type=Path, help="markdown file included as the report's note")
     args = p.parse_args(argv)
     for d in args.runs_dirs:
-        if not d.is_dir():
-            p.exit(2, f"ablate.report: error: {d} is not a directory; give the sweep directory, e.g. "
-                      f"multirun/vicreg_table4/table_cpu\n")
+        if not d.is_dir() and not (d.is_file() and d.name.endswith(".csv")):
+            p.exit(2, f"ablate.report: error: {d} is not a directory (nor a runs.csv file); give the sweep directory, "
+                      f"e.g. multirun/vicreg_table4/table_cpu\n")
     if args.note and not args.note.is_file():
         p.exit(2, f"ablate.report: error: note file {args.note} does not exist\n")
     try:
