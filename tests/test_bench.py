@@ -40,10 +40,13 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert name in r.stdout
 
 
-def test_bench_rejects_bad_arguments_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "step", "--rounds", "0"], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and "--rounds" in r.stderr.strip().splitlines()[-1]
+@pytest.mark.parametrize("args,name", [(["--rounds", "0"], "--rounds"), (["--aug-batch", "0"], "--aug-batch"),
+                                       (["--images", "-1"], "--images"), (["--steps", "-3"], "--steps"),
+                                       (["--workers", "-1"], "--workers"), (["nonsense"], "nonsense")])
+def test_bench_rejects_bad_arguments_in_one_line(args, name):
+    r = subprocess.run([sys.executable, "-m", "ablate.bench", "aug", *args], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_gpu_script_runs_on_cpu_with_a_tiny_setting():

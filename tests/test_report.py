@@ -243,6 +243,23 @@ def test_report_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), "--out", str(tmp_path / "r")])
     assert e.value.code == 2 and "no runs" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--out", str(tmp_path / "afile")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "is a file" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("bad", ['{"epoch": 1, "z_std": "abc"}', "[1, 2]", "not json"])
+def test_run_with_malformed_metrics_is_skipped_with_a_warning(tmp_path, capsys, bad):
+    good = fake_run(tmp_path, "good", "byol", switches("byol", "none"), row="byol", reg="none")
+    broken = fake_run(tmp_path, "broken", "byol", switches("byol", "none"), row="byol", reg="none", seed=1)
+    (broken / "metrics.jsonl").write_text(bad + "\n" + '{"epoch": 2, "z_std": 0.1}\n')
+    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert f"skipping {broken}: " in err and "line 1" in err and str(good) not in err
+    df = pd.read_csv(tmp_path / "r" / "runs.csv")
+    assert df["dir"].tolist() == [str(good)]
 
 
 def test_tied_cell_colour_does_not_depend_on_the_hash_seed():

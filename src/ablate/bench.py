@@ -326,8 +326,12 @@ def main(argv=None) -> None:
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
     args = p.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o and not o.startswith("~")]
-    if bad or min(args.rounds, args.steps) < 1 or args.warmup < 0 or args.workers < 0:
-        p.error(f"bad arguments {bad}: overrides are key=value, --rounds/--steps >= 1, --warmup/--workers >= 0")
+    if bad:
+        p.exit(2, f"ablate.bench: error: {' '.join(bad)} is not an override; write key=value or ~group\n")
+    for name, low in (("rounds", 1), ("steps", 1), ("aug_batch", 1), ("warmup", 0), ("workers", 0), ("images", 0),
+                      ("threads", 0)):
+        if getattr(args, name) < low:
+            p.exit(2, f"ablate.bench: error: --{name.replace('_', '-')}={getattr(args, name)} must be >= {low}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose_cfg(args.method, args.overrides)

@@ -73,6 +73,8 @@ def _sweep_dir(run_dir: Path) -> Path | None:
 def load_run(run_dir: Path, summary: dict | None) -> dict:
     """One run as a flat record; fields a failed or unfinished run's summary lacks come from Hydra's files."""
     s = summary or {"status": "pending"}
+    if not isinstance(s.get("metrics", {}), dict) or not all(map(_is_number, (s.get("metrics") or {}).values())):
+        raise Malformed(f"{run_dir / 'summary.json'} has metrics that are not numbers")
     cfg = _yaml(run_dir / ".hydra" / "config.yaml") or _yaml(run_dir / "config.yaml") or {}
     hydra = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
     choices = s.get("choices") or (hydra.get("hydra", {}).get("runtime", {}).get("choices") or {})
@@ -115,14 +117,29 @@ def in_geometry(run: dict, mode: str) -> bool:
     return not regularized(run) or run["reg_geometry"] == reg_geometry(mode, run["invariance"])
 
 
+class Malformed(ValueError):
+    """A run file that is readable but not what ablate writes; the run is skipped with a warning."""
+
+
+def _is_number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl; a last line cut short is a row being written, any other bad line is Malformed."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line being written by a running job
+    lines = path.read_text().splitlines() if path.exists() else []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:  # a line being written by a running job
                 break
+            raise Malformed(f"{path} line {i + 1} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int) or not all(
+                map(_is_number, row.values())):
+            raise Malformed(f"{path} line {i + 1} is not a metrics row (an integer epoch and numbers)")
+        rows.append(row)
     return rows
 
 
@@ -155,6 +172,13 @@ def load_csv_runs(path: Path) -> list[dict]:
     return runs
 
 
+def _append_run(runs: list[dict], run_dir: Path, summary: dict | None) -> None:
+    try:
+        runs.append(load_run(run_dir, summary))
+    except Malformed as e:
+        warn(f"skipping {run_dir}: {e}")
+
+
 def find_runs(dirs: list[Path]) -> list[dict]:
     """Finished and failed runs (summary.json) and started ones (Hydra job dir or metrics, no summary yet)
     below each directory; a runs.csv file stands for the runs of an earlier report, each kept unless a run
@@ -171,13 +195,13 @@ def find_runs(dirs: list[Path]) -> list[dict]:
                 warn(f"skipping {path}: not an ablate run summary (no status among {', '.join(STATUSES)})")
                 continue
             seen.add(path.parent.resolve())
-            runs.append(load_run(path.parent, s))
+            _append_run(runs, path.parent, s)
         started = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {
             p.parent for p in root.rglob("metrics.jsonl")}
         for run_dir in sorted(started):
             if run_dir.resolve() not in seen and not (run_dir / "summary.json").exists():
                 seen.add(run_dir.resolve())
-                runs.append(load_run(run_dir, None))
+                _append_run(runs, run_dir, None)
     live = {(Path(r["dir"]).resolve(), r["reg_geometry"] if regularized(r) else None) for r in runs}
     for csv in (d for d in dirs if d.is_file()):
         for r in load_csv_runs(csv):
@@ -750,6 +774,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where report.md, runs.csv, PNGs go")
     p.add_argument("--note", type=Path, help="markdown file included as the report's note")
     args = p.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        p.exit(2, f"ablate.report: error: --out {args.out} is a file; give a directory for report.md, runs.csv "
+                  f"and the figures\n")
     for d in args.runs_dirs:
         if not d.is_dir() and not (d.is_file() and d.name.endswith(".csv")):
             p.exit(2, f"ablate.report: error: {d} is not a directory (nor a runs.csv file); give the sweep directory, "
