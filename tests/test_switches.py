@@ -8,7 +8,7 @@ from conftest import TINY, switch_overrides
 
 from ablate.config import TECHNIQUES, techniques
 from ablate.models import count_bn
-from ablate.train import JointEmbedding, equivalences
+from ablate.method import JointEmbedding, equivalences
 
 
 def _views(n=16):
