@@ -25,13 +25,12 @@ import pandas as pd
 import yaml
 
 from .config import TECHNIQUES
+from .summary import FINISHED, STATUSES
 
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
 SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov"}
 SEVERITY = ("ok", "dimensional_collapse", "diverged", "collapse")  # a tied cell's colour: the last of these
-FINISHED = ("complete", "diverged")
-STATUSES = ("complete", "diverged", "failed")
 COLORS = {"ok": "#66bb6a", "dimensional_collapse": "#ffca28", "collapse": "#ef5350", "diverged": "#ab47bc",
           "failed": "#9e9e9e", "pending": "#f5f5f5"}
 

@@ -309,6 +309,8 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
         if writer:
             metrics_path.write_text("")
         return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
+    if isinstance(ckpt["config"].get("stop_grad"), dict):  # a field nothing read, in older checkpoints
+        ckpt["config"]["stop_grad"].pop("branch", None)
     diff = _config_diff(ckpt["config"], _resumable_config(cfg))
     if diff:
         raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
