@@ -25,9 +25,8 @@ import statistics
 import sys
 import time
 
-# OpenMP threads spin while they wait for each other: on cores shared with other jobs one descheduled thread
-# stalls every small op (measured here: two threads 6x slower than one). Passive waiting avoids that; it has
-# to be set before torch loads, and it applies to both sides of every benchmark alike.
+# OpenMP threads spin while they wait for each other: on shared cores one descheduled thread stalls every small
+# op (docs/performance.md). Set before torch loads; it applies to both sides of every benchmark alike.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
