@@ -30,7 +30,7 @@ def test_short_run_writes_valid_summary(tmp_path):
                                    cov=False)
     for k in REQUIRED_METRICS:
         assert isinstance(s["metrics"][k], float)
-    assert s["verdict"] in ("ok", "dimensional_collapse", "collapse", "diverged")
+    assert s["verdict"] == "ok", s["verdict_reason"]  # deterministic on CPU: z_std/z_std_ref 0.41, rank_z 5 of 20
     assert s["epochs"] == 2 and s["wall_s"] > 0
     assert set(s["protocol"]) >= {"knn_top1", "linear_top1"}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

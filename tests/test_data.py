@@ -49,7 +49,7 @@ def test_npz_arrays_load(tmp_path):
     cfg = OmegaConf.create({"name": "npz", "path": str(tmp_path / "a.npz"), "cache_dir": str(tmp_path),
                             "image_size": 32, "num_classes": 10, "mean": None, "std": None})
     d = load_data(cfg, OmegaConf.create({"bank_size": None, "test_size": None}))
-    assert torch.equal(d.train_x, x) and torch.equal(d.test_y, y[:10])
+    assert torch.equal(d.ssl_x, x) and torch.equal(d.test_y, y[:10])
 
 
 def _image_folder(root, n_per_class=6):
@@ -73,11 +73,11 @@ def test_folder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
                             "stream": False, "cache_dir": str(tmp_path / "cache"), "mean": None, "std": None})
     ev = OmegaConf.create({"bank_size": None, "test_size": None})
     first = load_data(cfg, ev)
-    assert first.train_x.shape[1:] == (3, 24, 24) and first.train_x.dtype == torch.uint8
+    assert first.ssl_x.shape[1:] == (3, 24, 24) and first.ssl_x.dtype == torch.uint8
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     monkeypatch.setattr(D, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
     second = load_data(cfg, ev)
-    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_y, second.test_y)
+    assert torch.equal(first.ssl_x, second.ssl_x) and torch.equal(first.test_y, second.test_y)
 
 
 def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
@@ -93,8 +93,8 @@ def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
     from ablate.data import FolderStream
 
     data = load_data(cfg.data, cfg.eval)
-    assert isinstance(data.train_x, FolderStream) and len(data.train_x) == 60 and len(data.bank_x) == 30
-    batch = next(data.train_x.epoch_batches(0, 16, 0, 16, 3))
+    assert isinstance(data.ssl_x, FolderStream) and len(data.ssl_x) == 60 and len(data.bank_x) == 30
+    batch = next(data.ssl_x.epoch_batches(0, 16, 0, 16, 3))
     assert batch.shape == (16, 3, 32, 32) and batch.dtype == torch.uint8
     s = train(cfg, tmp_path / "run")
     assert s["status"] == "complete" and s["metrics"]["knn_top1"] >= 0

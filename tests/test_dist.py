@@ -31,12 +31,12 @@ for case in sys.argv[5:]:  # "method override override ..."
     torch.manual_seed(0)
     data = load_data(cfg.data, cfg.eval, 0)
     model, stepper = build_runner(cfg, data, torch.device("cpu"))
-    first_batch = next(stepper.epoch_batches(data.train_x))  # this rank's slice of the first global batch
+    first_batch = next(stepper.epoch_batches(data.ssl_x))  # this rank's slice of the first global batch
     bs, local = cfg.train.batch_size, cfg.train.batch_size // world
     losses = []
     for step in range(STEPS):
         torch.manual_seed(100 + step)  # the same global views in every process
-        x1, x2 = two_views(data.train_x[step * bs:(step + 1) * bs], cfg.aug, cfg.data.image_size, data.mean,
+        x1, x2 = two_views(data.ssl_x[step * bs:(step + 1) * bs], cfg.aug, cfg.data.image_size, data.mean,
                            data.std)
         terms = stepper.update(x1[rank * local:(rank + 1) * local], x2[rank * local:(rank + 1) * local])
         losses.append(D.mean(terms))

@@ -70,7 +70,7 @@ def test_covariance_of_decorrelated_embedding_is_zero():
 
 def test_vicreg_total_matches_official_main_vicreg(cfg_factory):
     """The runner's VICReg loss equals main_vicreg.py's forward, re-typed here independently."""
-    from ablate.train import JointEmbedding
+    from ablate.method import JointEmbedding
 
     cfg = cfg_factory("+method=vicreg", "backbone.widths=[4,4,4,4]", "model.head_width_mult=0.005")
     model = JointEmbedding(cfg)
@@ -92,7 +92,7 @@ def test_vicreg_total_matches_official_main_vicreg(cfg_factory):
 
 
 def test_byol_and_simsiam_symmetrized(cfg_factory):
-    from ablate.train import JointEmbedding
+    from ablate.method import JointEmbedding
 
     z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
     p1, p2 = torch.randn(6, 5), torch.randn(6, 5)

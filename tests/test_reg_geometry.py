@@ -8,7 +8,7 @@ from conftest import TINY
 
 from ablate.config import ConfigError, check_config
 from ablate.losses import covariance, on_sphere, reg_geometry, variance
-from ablate.train import JointEmbedding
+from ablate.method import JointEmbedding
 
 RAY_U = torch.tensor([0.6, 0.8])
 RAY_C = torch.tensor([1.0, 3.0, 5.0, 7.0])  # unbiased var 20/3

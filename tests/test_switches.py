@@ -7,8 +7,8 @@ import torch
 from conftest import TINY, switch_overrides
 
 from ablate.config import TECHNIQUES, techniques
+from ablate.method import JointEmbedding, equivalences
 from ablate.models import count_bn
-from ablate.train import JointEmbedding, equivalences
 
 
 def _views(n=16):
@@ -130,16 +130,32 @@ ALL = list(itertools.product((False, True), repeat=6))
 
 @pytest.mark.parametrize("method,geometry", [("simsiam", "raw"), ("simsiam", "sphere")])
 def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geometry):
+    """In every combination each switch changes what it names, and one step moves the online weights (and the
+    EMA target part of the way towards them)."""
     assert len(ALL) == 64
     x1, x2 = _views(8)
     for bits in ALL:
         on = dict(zip(TECHNIQUES, bits))
         cfg = cfg_factory(f"+method={method}", *switch_overrides(on), f"reg_geometry={geometry}", *TINY)
         assert techniques(cfg) == on
+        if on["var"]:
+            cfg.var.gamma = 100.0  # every dimension's std falls below it: the term is non-zero when on
         model = JointEmbedding(cfg)
+        assert (model.predictor is not None) is on["predictor"] and (model.target is not None) is on["ema"]
+        assert (count_bn(model.online.projector) > 0) is on["batchnorm"]
+        z1, z2, p1, p2, t1, t2 = model.branches(x1, x2)
+        assert (p1 is not z1) is on["predictor"]
+        assert t1.requires_grad is (not on["ema"] and not on["stop_grad"])  # a gradient path to the target
+        loss, terms = model.loss(z1, z2, p1, p2, t1, t2)
+        assert torch.isfinite(loss)
+        assert (terms[2].item() != 0) is on["var"] and (terms[3].item() != 0) is on["cov"]
+        before = [p.detach().clone() for p in model.online.parameters()]
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
-        loss, _ = model(x1, x2)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        assert torch.isfinite(loss)
+        assert (model.update_target(0, 10) is not None) is on["ema"]
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.online.parameters())), on
+        with torch.no_grad():  # the target is the online branch itself unless the EMA copy lags behind it
+            z1, _, _, _, t1, _ = model.branches(x1, x2)
+        assert torch.equal(t1, z1) is not on["ema"], on

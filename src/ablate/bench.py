@@ -25,9 +25,8 @@ import statistics
 import sys
 import time
 
-# OpenMP threads spin while they wait for each other: on cores shared with other jobs one descheduled thread
-# stalls every small op (measured here: two threads 6x slower than one). Passive waiting avoids that; it has
-# to be set before torch loads, and it applies to both sides of every benchmark alike.
+# OpenMP threads spin while they wait for each other: on shared cores one descheduled thread stalls every small
+# op (docs/performance.md). Set before torch loads; it applies to both sides of every benchmark alike.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -35,8 +34,9 @@ import torch  # noqa: E402
 
 from .augment import two_views  # noqa: E402
 from .data import load_data  # noqa: E402
+from .dist import pick_device  # noqa: E402
 from .ema import cosine_tau, update_momentum  # noqa: E402
-from .train import build_runner, optimizer_for, pick_device  # noqa: E402
+from .train import build_runner, optimizer_for  # noqa: E402
 
 
 def compose_cfg(method: str, overrides: list[str]):
@@ -140,7 +140,7 @@ def kornia_views(aug, size: int, mean, std):
 
 # -------------------------------------------------------------------------------------- benchmarks
 def bench_aug(cfg, data, device, args) -> dict:
-    images = data.train_x[: args.images] if args.images else data.train_x
+    images = data.ssl_x[: args.images] if args.images else data.ssl_x
     n, bs, size, aug = len(images), args.aug_batch, cfg.data.image_size, cfg.aug
     mean, std = data.mean, data.std
     batches = [images[i:i + bs] for i in range(0, n, bs)]
@@ -200,7 +200,7 @@ def plain_step(model, opt, x1, x2, bf16: bool, tau) -> torch.Tensor:
 
 def bench_step(cfg, data, device, args) -> dict:
     model, stepper = build_runner(cfg, data, device)
-    batch = data.train_x[: stepper.batch_size]
+    batch = data.ssl_x[: stepper.batch_size]
     # the bare loop: the same model, its own optimizer of the same kind over the same groups
     opt = optimizer_for(model, cfg.optim, stepper.base_lr)
     aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
@@ -249,7 +249,7 @@ def step_flops(model, x1, x2) -> float:
 def bench_epoch(cfg, data, device, args) -> dict:
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, device)
-    images = data.train_x
+    images = data.ssl_x
     n_img = stepper.steps_per_epoch * stepper.batch_size
     aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
     fmt, bf16 = stepper.mem_format, stepper.bf16
@@ -335,7 +335,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose_cfg(args.method, args.overrides)
-    device = pick_device(cfg)
+    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .errors import CheckpointError
+from .summary import atomic_write
 
 log = logging.getLogger("ablate")
 CURRENT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 TRAILER = b"\nABLATE-SHA256:"
 DIGEST_LEN = 64
-
-
-class CheckpointError(ConfigError):
-    """No usable checkpoint although some exist; the message says what to do."""
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> bool:
@@ -36,23 +33,22 @@ def save_checkpoint(run_dir: Path, state: dict) -> bool:
     payload = buf.getvalue()
     data = payload + TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
     path, prev = run_dir / CURRENT, run_dir / PREVIOUS
-    tmp = run_dir / f".{CURRENT}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, prev)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: _write_synced(tmp, data), previous=prev)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         kept = path if path.exists() else prev if prev.exists() else None
         why = "the disk is full" if e.errno == errno.ENOSPC else str(e)
         log.warning("could not write the epoch %s checkpoint (%s); %s; training continues", state.get("epoch"),
                     why, f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
         return False
     return True
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_checkpoint(path: Path) -> dict:

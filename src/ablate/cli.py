@@ -7,7 +7,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import ConfigError, group_options, groups
+from .config import group_options, groups, techniques
+from .errors import AblateError, ConfigError
+from .summary import failure_summary, write_json
 
 log = logging.getLogger("ablate")
 
@@ -61,7 +63,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = train(cfg, run_dir)
-    except ConfigError as e:
+    except AblateError as e:  # config, data and checkpoint errors: one line, no traceback
         if _multirun():
             _record_failure(run_dir, cfg, f"config error: {e}")
             return
@@ -78,16 +80,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
-    from .config import techniques
-    from .train import SCHEMA, write_json
-
     run_dir.mkdir(parents=True, exist_ok=True)
     method = cfg.get("method")
-    write_json(run_dir / "summary.json", {
-        "schema": SCHEMA, "status": "failed", "error": why,
-        "method": method.name if method is not None else None, "techniques": techniques(cfg),
-        "seed": cfg.get("seed"), "verdict": None, "metrics": {},
-    })
+    write_json(run_dir / "summary.json", failure_summary(why, method.name if method is not None else None,
+                                                         techniques(cfg), cfg.get("seed")))
 
 
 def main() -> None:
@@ -96,6 +92,6 @@ def main() -> None:
                for a in args):
         try:
             check_overrides(args)
-        except ConfigError as e:
+        except AblateError as e:
             _fail(str(e))
     _hydra_main()

@@ -6,14 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from .errors import ConfigError
+
+__all__ = ["ConfigError", "TECHNIQUES", "check_config", "conf_dir", "group_options", "groups", "techniques"]
 TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")
-INVARIANCES = ("normalized_mse", "neg_cosine", "mse")
-OPTIMIZERS = ("sgd", "lars")
-REG_GEOMETRY_OPTIONS = ("auto", "raw", "sphere")
-
-
-class ConfigError(ValueError):
-    """Bad input; the message is one line that says what to change."""
 
 
 def conf_dir() -> Path:
@@ -44,20 +40,27 @@ def _finite_nonneg(value, name: str) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first problem found. Cheap: touches no data and builds no model."""
-    from .data import DATASETS
-    from .models import BACKBONES
-
+    """Raise ConfigError (DataError for a missing path) on the first problem found. Cheap: touches no data and
+    builds no model. Names are checked against the registries of losses, models, data and optim."""
     if cfg.get("method") is None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: "
                           f"{', '.join(group_options('method'))}")
+    _check_switches(cfg)
+    _check_training(cfg)
+    _check_data(cfg)
+
+
+def _check_switches(cfg: DictConfig) -> None:
+    from .losses import INVARIANCE, REG_GEOMETRIES
+
     m, on = cfg.method, techniques(cfg)
-    if m.invariance not in INVARIANCES:
-        raise ConfigError(f"method.invariance={m.invariance} is unknown; choose one of: {', '.join(INVARIANCES)}")
+    if m.invariance not in INVARIANCE:
+        raise ConfigError(f"method.invariance={m.invariance} is unknown; choose one of: {', '.join(INVARIANCE)}")
     _finite_nonneg(m.inv_weight, "method.inv_weight")
-    if cfg.get("reg_geometry") not in REG_GEOMETRY_OPTIONS:
+    geometries = ("auto", *REG_GEOMETRIES)
+    if cfg.get("reg_geometry") not in geometries:
         raise ConfigError(f"reg_geometry={cfg.get('reg_geometry')} is unknown; choose one of: "
-                          f"{', '.join(REG_GEOMETRY_OPTIONS)}")
+                          f"{', '.join(geometries)}")
     for t in ("var", "cov"):
         if on[t]:
             _finite_nonneg(cfg[t].weight, f"{t}.weight")
@@ -69,15 +72,22 @@ def check_config(cfg: DictConfig) -> None:
             tau = float(cfg.ema[k])
             if not 0.0 <= tau <= 1.0:
                 raise ConfigError(f"ema.{k}={tau} must lie in [0, 1]; BYOL uses base_tau=0.99..0.996")
-    _finite_nonneg(cfg.optim.lr, "optim.lr")
-    _finite_nonneg(cfg.optim.weight_decay, "optim.weight_decay")
-    if cfg.optim.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name={cfg.optim.name} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
     for k in ("collapse_std_ratio", "dim_collapse_rank_frac"):
         _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
     for k in ("collapse_rank", "collapse_scale_ratio"):
         if cfg.verdict.get(k) is not None:
             _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
+
+
+def _check_training(cfg: DictConfig) -> None:
+    from .models import BACKBONES
+    from .optim import OPTIMIZERS
+
+    on = techniques(cfg)
+    _finite_nonneg(cfg.optim.lr, "optim.lr")
+    _finite_nonneg(cfg.optim.weight_decay, "optim.weight_decay")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={cfg.optim.name} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
     bs = cfg.train.batch_size
     if not isinstance(bs, int) or bs < 1:
         raise ConfigError(f"train.batch_size={bs} must be a positive integer")
@@ -89,20 +99,22 @@ def check_config(cfg: DictConfig) -> None:
                           f"or batchnorm=none")
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs} must be an integer >= 1")
+    early_stop = cfg.train.get("early_stop_collapse")
+    if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
+        raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
+                          f"to never stop early")
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"unknown backbone '{cfg.backbone.name}'; choose backbone= one of: "
                           f"{', '.join(BACKBONES)}")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    from .data import DATASETS, check_paths
+
     d = cfg.data
     if d.name not in DATASETS:
         raise ConfigError(f"unknown dataset '{d.name}'; choose data= one of: {', '.join(DATASETS)}")
-    if d.name in ("cifar10", "cifar100", "stl10", "folder") and not d.get("download", False):
-        root = Path(str(d.root)).expanduser()
-        if not root.exists():
-            raise ConfigError(f"dataset root '{root}' does not exist and data.download=false; set "
-                              f"data.root=PATH to the data, or data.download=true")
-    if d.name == "npz" and not Path(str(d.path)).expanduser().exists():
-        raise ConfigError(f"data.path '{d.path}' does not exist; point it at an npz of decoded arrays or at "
-                          f"../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
-    if d.name == "shapes" and d.train_size < bs:
-        raise ConfigError(f"data.train_size={d.train_size} is smaller than train.batch_size={bs}; "
-                          f"lower the batch or raise the size")
+    check_paths(d)
+    if d.name == "shapes" and d.train_size < cfg.train.batch_size:
+        raise ConfigError(f"data.train_size={d.train_size} is smaller than train.batch_size="
+                          f"{cfg.train.batch_size}; lower the batch or raise the size")

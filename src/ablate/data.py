@@ -11,26 +11,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
+from .summary import atomic_write
+
 DATASETS = ("shapes", "cifar10", "cifar100", "stl10", "folder", "npz")
 PALETTE = torch.tensor([[0.95, 0.85, 0.3], [0.4, 0.9, 0.95], [0.95, 0.5, 0.85]])
 SHAPES = ("circle", "ring", "square", "frame", "triangle", "plus", "star", "crescent", "ell", "half_disc")
 
 
-class DataError(ValueError):
-    """A dataset setting that cannot work; the message says what to change."""
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Data:
-    train_x: torch.Tensor          # uint8 [N, 3, H, W], pretraining images (or a FolderStream)
-    test_x: torch.Tensor           # uint8 held-out images (diagnostics)
-    test_y: torch.Tensor
+    ssl_x: torch.Tensor            # uint8 [N, 3, H, W], pretraining images (or a FolderStream)
     bank_x: torch.Tensor           # uint8 labelled training images (kNN bank, linear probe)
     bank_y: torch.Tensor
+    test_x: torch.Tensor           # uint8 held-out images (diagnostics)
+    test_y: torch.Tensor
     num_classes: int
     mean: torch.Tensor
     std: torch.Tensor
-    classes: tuple = ()
 
     def to(self, device):
         fields = {k: (v.to(device) if torch.is_tensor(v) or isinstance(v, FolderStream) else v)
@@ -72,10 +70,8 @@ def make_shapes(n: int, seed: int, size: int = 32, oversample: int = 2):
     cx = (rand(n) * 2 - 1) * (1.05 - scale) * 0.8
     cy = (rand(n) * 2 - 1) * (1.05 - scale) * 0.8
     angle = (rand(n) - 0.5) * (2 * math.pi / 3)  # within +-60 degrees: rotation varies, classes stay apart
-    # The foreground colour varies over a few hues and the background over grey levels, with a gradient
-    # and pixel noise. A per-image colour that survives colour jitter (a background hue, say) would be a
-    # shortcut: two views of one image would match by colour alone and the encoder would never need the
-    # shape (measured: kNN near chance after 10 epochs with random background hues, above 50% with these).
+    # A few foreground hues, grey backgrounds: a per-image colour that survives colour jitter would let two
+    # views match by colour alone, and the encoder would never need the shape (docs/diagnostics.md).
     fg = PALETTE[torch.randint(0, len(PALETTE), (n,), generator=g)] * (0.9 + 0.1 * rand(n, 1))
     bg = (0.15 + 0.1 * rand(n, 1)).expand(n, 3)
     bg2 = (bg + (rand(n, 1) - 0.5) * 0.04).clamp(0, 1).expand(n, 3)
@@ -109,34 +105,44 @@ def _nhwc(a):
     return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()
 
 
-def _require_root(cfg, what):
-    root = Path(str(cfg.root)).expanduser()
-    if not cfg.download and not root.exists():
-        raise DataError(f"dataset root '{root}' for {what} does not exist; set data.root=PATH to where the "
-                        f"data lives, or data.download=true")
-    return root
+def check_paths(cfg) -> None:
+    """Raise DataError when a file or folder the data config names is missing: checked before any training
+    (``config.check_config``) and again by ``load_data``."""
+    root = Path(str(cfg.root)).expanduser() if cfg.name in ("cifar10", "cifar100", "stl10", "folder") else None
+    if root is not None and not cfg.get("download", False):
+        if not root.exists():
+            raise DataError(f"dataset root '{root}' does not exist and data.download=false; set data.root=PATH "
+                            f"to the data, or data.download=true")
+    if cfg.name == "folder":
+        for split in (cfg.train_dir, cfg.test_dir):
+            if not (root / split).is_dir():
+                raise DataError(f"no '{split}' folder under data.root '{root}'; set data.root=PATH to an "
+                                f"ImageFolder tree with {cfg.train_dir}/<class>/ and {cfg.test_dir}/<class>/")
+    if cfg.name == "npz" and not Path(str(cfg.path)).expanduser().exists():
+        raise DataError(f"data.path '{cfg.path}' does not exist; point data.path at an npz of decoded arrays "
+                        f"(x_train, y_train, x_test, y_test) or of JPEG bytes (train_jpeg, train_offsets, ...)")
 
 
-def _torchvision(cfg):
+def _torchvision(cfg) -> dict:
     import torchvision.datasets as tvd
 
-    root = _require_root(cfg, cfg.name)
+    root = str(Path(str(cfg.root)).expanduser())
     try:
         if cfg.name in ("cifar10", "cifar100"):
             cls = tvd.CIFAR10 if cfg.name == "cifar10" else tvd.CIFAR100
-            tr, te = (cls(str(root), train=t, download=cfg.download) for t in (True, False))
-            train_x, test_x = _nhwc(tr.data), _nhwc(te.data)
-            train_y, test_y = torch.tensor(tr.targets), torch.tensor(te.targets)
-            return train_x, train_x, train_y, test_x, test_y, tuple(tr.classes)
-        splits = {s: tvd.STL10(str(root), split=s, download=cfg.download)
+            tr, te = (cls(root, train=t, download=cfg.download) for t in (True, False))
+            train_x = _nhwc(tr.data)
+            return dict(ssl_x=train_x, bank_x=train_x, bank_y=torch.tensor(tr.targets),
+                        test_x=_nhwc(te.data), test_y=torch.tensor(te.targets))
+        splits = {s: tvd.STL10(root, split=s, download=cfg.download)
                   for s in set(cfg.ssl_split.split("+")) | {"train", "test"}}
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True"
         raise DataError(f"{cfg.name} not found under '{root}'; set data.root=PATH or data.download=true "
                         f"({e})") from None
-    ssl = torch.cat([torch.from_numpy(splits[s].data) for s in cfg.ssl_split.split("+")])
     tr, te = splits["train"], splits["test"]
-    return (ssl, torch.from_numpy(tr.data), torch.from_numpy(tr.labels).long(), torch.from_numpy(te.data),
-            torch.from_numpy(te.labels).long(), tuple(tr.classes))
+    return dict(ssl_x=torch.cat([torch.from_numpy(splits[s].data) for s in cfg.ssl_split.split("+")]),
+                bank_x=torch.from_numpy(tr.data), bank_y=torch.from_numpy(tr.labels).long(),
+                test_x=torch.from_numpy(te.data), test_y=torch.from_numpy(te.labels).long())
 
 
 def _decode_jpegs(buf, offsets):
@@ -147,11 +153,8 @@ def _decode_jpegs(buf, offsets):
     return np.stack(imgs)
 
 
-def _npz(cfg):
+def _npz(cfg) -> dict:
     path = Path(str(cfg.path)).expanduser()
-    if not path.exists():
-        raise DataError(f"data.path '{path}' does not exist; point data.path at an npz of decoded arrays "
-                        f"or at ../shared/data/cifar10-jpeg/cifar10_jpeg.npz")
     with np.load(path) as f:
         if "x_train" in f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -166,13 +169,10 @@ def _npz(cfg):
                           "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]),
                           "y_train": f["y_train"], "y_test": f["y_test"]}
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, **arrays)
-                os.replace(tmp, cache)
-        classes = tuple(str(c) for c in f["classes"]) if "classes" in f else ()
-    train_x, test_x = _nhwc(arrays["x_train"]), _nhwc(arrays["x_test"])
-    train_y, test_y = torch.from_numpy(arrays["y_train"]).long(), torch.from_numpy(arrays["y_test"]).long()
-    return train_x, train_x, train_y, test_x, test_y, classes
+                atomic_write(cache, lambda tmp: np.savez(tmp, **arrays))
+    train_x = _nhwc(arrays["x_train"])
+    return dict(ssl_x=train_x, bank_x=train_x, bank_y=torch.from_numpy(arrays["y_train"]).long(),
+                test_x=_nhwc(arrays["x_test"]), test_y=torch.from_numpy(arrays["y_test"]).long())
 
 
 def _folder_dataset(cfg, split):
@@ -208,15 +208,13 @@ def _folder_split(cfg, split, keep=None, seed=0):
     cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
     if cache is not None and cache.exists():
         x, y = torch.load(cache, weights_only=True).values()
-        return x, y, tuple(ds.classes), ds
+        return x, y, ds
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     x, y = _decode(ds, idx, cfg.get("workers", 0))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"x": x, "y": y}, tmp)
-        os.replace(tmp, cache)
-    return x, y, tuple(ds.classes), ds
+        atomic_write(cache, lambda tmp: torch.save({"x": x, "y": y}, tmp))
+    return x, y, ds
 
 
 class FolderStream:
@@ -242,44 +240,47 @@ class FolderStream:
             yield x[lo:lo + local_batch].to(self.device, non_blocking=True)
 
 
-def _folder(cfg, eval_cfg, seed):
-    root = Path(str(cfg.root)).expanduser()
-    for split in (cfg.train_dir, cfg.test_dir):
-        if not (root / split).is_dir():
-            raise DataError(f"no '{split}' folder under data.root '{root}'; set data.root=PATH to an "
-                            f"ImageFolder tree with {cfg.train_dir}/<class>/ and {cfg.test_dir}/<class>/")
-    test_x, test_y, _, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
+def _folder(cfg, eval_cfg, seed) -> dict:
+    test_x, test_y, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
     if cfg.get("stream"):  # only the kNN / probe bank is decoded; training batches stream
-        train_x, train_y, classes, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
-        return FolderStream(ds, cfg.get("workers", 0)), train_x, train_y, test_x, test_y, classes
-    train_x, train_y, classes, _ = _folder_split(cfg, cfg.train_dir, None, seed)
-    return train_x, train_x, train_y, test_x, test_y, classes
+        bank_x, bank_y, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
+        return dict(ssl_x=FolderStream(ds, cfg.get("workers", 0)), bank_x=bank_x, bank_y=bank_y, test_x=test_x,
+                    test_y=test_y)
+    train_x, train_y, _ = _folder_split(cfg, cfg.train_dir, None, seed)
+    return dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
+
+
+def _subset(x, y, n, g):
+    """``n`` random images of ``x`` (all of them when ``n`` is 0 or null or not smaller)."""
+    if n and n < len(x):
+        idx = torch.randperm(len(x), generator=g)[:n]
+        return x[idx], y[idx]
+    return x, y
 
 
 def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
     """Load the dataset named by ``cfg.name`` on the CPU; the caller moves it to the device once."""
     if cfg.name not in DATASETS:
         raise DataError(f"unknown dataset '{cfg.name}'; choose data= one of: {', '.join(DATASETS)}")
+    check_paths(cfg)
     if cfg.name == "shapes":
         train_x, train_y = make_shapes(cfg.train_size, cfg.data_seed, cfg.image_size)
         test_x, test_y = make_shapes(cfg.test_size, cfg.data_seed + 1_000_003, cfg.image_size)
-        ssl_x, classes = train_x, SHAPES
+        d = dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
     elif cfg.name == "npz":
-        ssl_x, train_x, train_y, test_x, test_y, classes = _npz(cfg)
+        d = _npz(cfg)
     elif cfg.name == "folder":
-        ssl_x, train_x, train_y, test_x, test_y, classes = _folder(cfg, eval_cfg, seed)
+        d = _folder(cfg, eval_cfg, seed)
     else:
-        ssl_x, train_x, train_y, test_x, test_y, classes = _torchvision(cfg)
+        d = _torchvision(cfg)
     g = torch.Generator().manual_seed(seed)
-    if eval_cfg.bank_size and eval_cfg.bank_size < len(train_x):
-        idx = torch.randperm(len(train_x), generator=g)[: eval_cfg.bank_size]
-        train_x, train_y = train_x[idx], train_y[idx]
-    if eval_cfg.test_size and eval_cfg.test_size < len(test_x):
-        idx = torch.randperm(len(test_x), generator=g)[: eval_cfg.test_size]
-        test_x, test_y = test_x[idx], test_y[idx]
+    bank_x, bank_y = _subset(d["bank_x"], d["bank_y"], eval_cfg.bank_size, g)
+    test_x, test_y = _subset(d["test_x"], d["test_y"], eval_cfg.test_size, g)
+    ssl_x = d["ssl_x"]
     if cfg.mean is None or cfg.std is None:
-        mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else train_x)
+        mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else bank_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
-    num_classes = cfg.num_classes or int(max(train_y.max(), test_y.max())) + 1
-    return Data(ssl_x, test_x, test_y.long(), train_x, train_y.long(), num_classes, mean, std, tuple(classes))
+    num_classes = cfg.num_classes or int(max(bank_y.max(), test_y.max())) + 1
+    return Data(ssl_x=ssl_x, bank_x=bank_x, bank_y=bank_y.long(), test_x=test_x, test_y=test_y.long(),
+                num_classes=num_classes, mean=mean, std=std)

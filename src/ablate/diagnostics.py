@@ -1,4 +1,4 @@
-"""Collapse diagnostics and evaluation protocols (definitions in ../shared/docs/paper-notes.md)."""
+"""Collapse diagnostics and evaluation protocols (definitions in docs/formulas.md, verdict in docs/diagnostics.md)."""
 
 import math
 
@@ -124,21 +124,10 @@ def linear_probe(train_h, train_y, test_h, test_y, num_classes: int, epochs: int
 def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) -> tuple[str, str]:
     """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node.
 
-    ``collapse`` is complete collapse, every image mapped to (nearly) one vector, measured in the geometry the
-    invariance term compares embeddings in. A cosine loss (BYOL, SimSiam, ``scale_free``) sees directions only:
-    there it is SimSiam's monitor, the std of l2-normalized embeddings far below its isotropic value
-    1/sqrt(d). VICReg's loss (``scale_free=False``) sees raw vectors up to a common offset (MSE, variance and
-    covariance are unchanged when one vector is added to every embedding): its trivial minimum is any
-    constant vector, the origin included, and there it is the raw spread ``z_scale`` falling below
-    ``collapse_scale_ratio`` of its value at initialization. The normalized monitor would read a collapse onto
-    the origin as healthy (normalizing blows the residual noise back up to unit length), and a line of
-    embeddings that lies on one side of the origin (a ray) as collapsed, where the same line shifted across the
-    origin reads as a line, though no term of that loss sees the shift; it is the test only where the raw one
-    cannot be made (no initial spread recorded, or ``collapse_scale_ratio`` null). Embeddings spread along a
-    few directions, a line included, are ``dimensional_collapse`` (Jing et al.): a low-dimensional subspace,
-    not one vector. ``collapse_rank`` (null by default) also counts RankMe(z) below it as collapse, for users
-    who read a line as collapse: an output BN (SimSiam's projector) forces every dimension's spread, so z_std
-    cannot fall.
+    ``collapse``: every image mapped to nearly one vector, read in the geometry the invariance compares: the
+    std of l2-normalized embeddings for the cosine losses (``scale_free``), the raw spread against its value at
+    initialization for VICReg's MSE (else the normalized std). ``dimensional_collapse``: RankMe(z) below a
+    share of min(d, n). Why each test, and what each one misses: docs/diagnostics.md.
     """
     loss = metrics.get("loss")
     if loss is not None and not math.isfinite(loss):

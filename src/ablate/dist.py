@@ -37,11 +37,13 @@ def setup(cfg) -> bool:
     return True
 
 
-def device(cfg) -> torch.device | None:
-    """This rank's GPU under torchrun, else None (the caller's choice stands)."""
-    if world()[1] > 1 and str(cfg.device) != "cpu" and torch.cuda.is_available():
+def pick_device(name="auto") -> torch.device:
+    """This rank's GPU under torchrun (unless ``name`` is cpu), else ``name``: auto is cuda when available."""
+    if world()[1] > 1 and str(name) != "cpu" and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
-    return None
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class FullGatherLayer(torch.autograd.Function):

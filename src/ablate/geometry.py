@@ -18,17 +18,19 @@ import torch
 from omegaconf import OmegaConf
 
 from .augment import eval_view, two_views
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import load_checkpoint
 from .data import load_data
 from .diagnostics import class_share, cone, view_agreement
+from .dist import pick_device
+from .errors import AblateError
+from .method import JointEmbedding
 from .models import embed
-from .train import JointEmbedding
 
 HEADER = ("| run | epoch | ‖mean‖ / spread | min cos to mean | top direction: variance share, abs cos to mean "
           "| views agree: all, top direction | class share |")
 
 
-class GeometryError(ValueError):
+class GeometryError(AblateError):
     """A run directory this tool cannot read; the message says what to change."""
 
 
@@ -43,10 +45,7 @@ def _held_out(key: str, device: str):
 @torch.no_grad()
 def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
     """The embedding geometry of the model in ``run_dir``'s newest checkpoint, as a dict of floats."""
-    try:
-        state = load_checkpoint(run_dir)
-    except CheckpointError as e:
-        raise GeometryError(str(e)) from None
+    state = load_checkpoint(run_dir)
     if state is None:
         raise GeometryError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one "
                             f"epoch (summary.json's run_dir)")
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the two augmented views (default 0)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     args = ap.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
         print(f"ablate.geometry: error: not a directory: {', '.join(missing)}; pass run directories",
@@ -99,7 +98,7 @@ def main(argv=None) -> int:
     for r in args.runs:
         try:
             print(row(str(r), run_geometry(r, args.seed, device)), flush=True)
-        except GeometryError as e:
+        except AblateError as e:
             print(f"ablate.geometry: error: {e}", file=sys.stderr)
             return 2
     return 0

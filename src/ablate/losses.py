@@ -1,6 +1,6 @@
 """Loss terms as small functions of tensors. The runner composes them; none of them detaches anything.
 
-Conventions (see ../shared/docs/paper-notes.md):
+Conventions (docs/formulas.md):
 - invariance distances per method: BYOL, mean over the batch of ||p/|p| - z/|z|||^2 (= 2 - 2 cos, BYOL
   eq. 2); SimSiam, -cos(p, z) averaged over the batch (SimSiam eq. 1); VICReg, ``F.mse_loss`` (divided by
   n * d), as the official ``main_vicreg.py`` (the paper's s(Z, Z') divides by n only).

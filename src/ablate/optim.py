@@ -63,6 +63,9 @@ def param_groups(modules: dict, optim_cfg) -> list[dict]:
     return groups
 
 
+OPTIMIZERS = ("sgd", "lars")
+
+
 def build_optimizer(groups, optim_cfg, lr: float):
     if optim_cfg.name == "lars":
         return LARS(groups, lr=lr, weight_decay=optim_cfg.weight_decay, momentum=optim_cfg.momentum,
@@ -71,7 +74,7 @@ def build_optimizer(groups, optim_cfg, lr: float):
         fused = all(p.is_cuda for g in groups for p in g["params"])
         return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum,
                                weight_decay=optim_cfg.weight_decay, fused=fused or None)
-    raise ValueError(f"unknown optimizer '{optim_cfg.name}'; choose optim.name=sgd or optim.name=lars")
+    raise ValueError(f"unknown optimizer '{optim_cfg.name}'; choose optim.name= one of: {', '.join(OPTIMIZERS)}")
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_frac: float) -> float:

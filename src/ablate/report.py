@@ -26,13 +26,12 @@ import yaml
 
 from .config import TECHNIQUES, conf_dir
 from .losses import reg_geometry
+from .summary import FINISHED, STATUSES
 
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
 SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov"}
 SEVERITY = ("ok", "dimensional_collapse", "diverged", "collapse")  # a tied cell's colour: the last of these
-FINISHED = ("complete", "diverged")
-STATUSES = ("complete", "diverged", "failed")
 GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geometry=auto`, the default: sphere "
                         "for BYOL/SimSiam, raw for VICReg)",
               "raw": "var/cov on the raw projector outputs in every row (`reg_geometry=raw`)",

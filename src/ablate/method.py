@@ -1,0 +1,96 @@
+"""The method: every switch of the ablation acts in this file (cf. VICReg's main_vicreg.py).
+
+    z = projector(backbone(x))                       online branch, both views   [batchnorm: in the heads]
+    p = predictor(z)              [predictor]        else p = z
+    t = target(x) [ema] else z;   t = sg(t) [stop_grad]
+    loss = w_inv * (D(p1, t2) + D(p2, t1)) / 2
+         + w_var * (v(g(z1)) + v(g(z2))) / 2     [var]     (main_vicreg.py averages the branches)
+         + w_cov * (c(g(z1)) + c(g(z2)))         [cov]
+    g = identity [reg_geometry=raw] or z -> sqrt(d) z/|z| [sphere]; auto: sphere for cosine invariances
+    after each optimizer step: target <- tau target + (1 - tau) online     [ema]
+"""
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from . import dist as D
+from .config import techniques
+from .ema import cosine_tau, make_target, update_momentum
+from .losses import INVARIANCE, REG_GEOMETRIES, covariance, reg_geometry, variance
+from .models import build_encoder, build_predictor
+
+TERMS = ("loss", "loss_inv", "loss_var", "loss_cov")
+
+
+class JointEmbedding(nn.Module):
+    """Online encoder, optional predictor, optional EMA target; ``forward`` returns the loss terms."""
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        on = techniques(cfg)
+        mult = cfg.model.head_width_mult
+        self.online = build_encoder(cfg.backbone, cfg.method, cfg.get("batchnorm"), mult)
+        dim = [m for m in self.online.projector if isinstance(m, nn.Linear)][-1].out_features
+        self.predictor = build_predictor(cfg.predictor, cfg.get("batchnorm"), dim, mult) if on["predictor"] else None
+        self.target = make_target(self.online) if on["ema"] else None
+        self.ema = cfg.ema if on["ema"] else None
+        self.stop_grad = on["stop_grad"]
+        self.invariance = INVARIANCE[cfg.method.invariance]
+        self.w_inv = float(cfg.method.inv_weight)
+        self.var = cfg.var if on["var"] else None
+        self.cov = cfg.cov if on["cov"] else None
+        self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
+        self.dim = dim
+
+    def branches(self, x1, x2):
+        """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
+        _, z1 = self.online(x1)
+        _, z2 = self.online(x2)
+        p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
+        if self.target is not None:
+            with torch.no_grad():  # the EMA copy never receives gradient, stop_grad or not
+                t1, t2 = self.target(x1)[1], self.target(x2)[1]
+        else:
+            t1, t2 = z1, z2
+        if self.stop_grad:
+            t1, t2 = t1.detach(), t2.detach()
+        return z1, z2, p1, p2, t1, t2
+
+    def loss(self, z1, z2, p1, p2, t1, t2):
+        """Weighted sum of the switched-on terms, computed in fp32; also returns the unweighted terms."""
+        z1, z2, p1, p2, t1, t2 = (t.float() for t in (z1, z2, p1, p2, t1, t2))
+        inv = 0.5 * (self.invariance(p1, t2) + self.invariance(p2, t1))
+        loss = self.w_inv * inv
+        var = cov = torch.zeros((), device=inv.device)
+        if self.var is not None or self.cov is not None:  # statistics of the global batch under torchrun
+            g = REG_GEOMETRIES[self.geometry]
+            z1, z2 = D.gather(g(z1)), D.gather(g(z2))
+        if self.var is not None:
+            var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
+            loss = loss + self.var.weight * var
+        if self.cov is not None:
+            cov = covariance(z1) + covariance(z2)
+            loss = loss + self.cov.weight * cov
+        return loss, torch.stack([loss.detach(), inv.detach(), var.detach(), cov.detach()])
+
+    def forward(self, x1, x2):
+        return self.loss(*self.branches(x1, x2))
+
+    def update_target(self, step: int, total_steps: int) -> float | None:
+        """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target)."""
+        if self.target is None:
+            return None
+        tau = cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
+        update_momentum(self.online, self.target, tau)
+        return tau
+
+
+def equivalences(cfg) -> list[str]:
+    """Switch settings that compute the same thing as another setting (logged, and kept in summary.json)."""
+    on = techniques(cfg)
+    notes = []
+    if on["ema"] and not on["stop_grad"]:
+        notes.append("ema without stop_grad is the same computation as ema with stop_grad: the EMA target copy "
+                     "receives no gradient (it moves only by the momentum update)")
+    return notes

@@ -1,0 +1,68 @@
+"""The run summary (``summary.json``): its schema, its status words and the atomic write every run file uses.
+
+Read by ``train`` (is this directory's run finished?), the CLI (the summary of a failed run) and ``report``.
+"""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ConfigError
+
+SCHEMA = 1
+FINISHED = ("complete", "diverged")
+STATUSES = (*FINISHED, "failed")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], previous: Path | None = None) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then move it into place: a reader never sees half
+    a file, and a crash leaves the old one intact (kept as ``previous`` when given)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def failure_summary(error: str, method: str | None, techniques: dict, seed) -> dict:
+    """What a sweep records for a cell that could not train (status ``failed``)."""
+    return {"schema": SCHEMA, "status": "failed", "error": error, "method": method, "techniques": techniques,
+            "seed": seed, "verdict": None, "metrics": {}}
+
+
+def finished_summary(summary_path: Path, keep_copy: bool = True) -> dict | None:
+    """The summary of a finished run in this directory, None when there is nothing to keep (no summary, or a
+    failed run). A summary that cannot be read, or an unfinished one from another schema, may still be
+    someone's result: refuse to train over it (a copy is kept next to it) rather than overwrite it."""
+    if not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError(f"a JSON {type(summary).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        problem = f"is unreadable ({str(e).splitlines()[0]})"
+    else:
+        status, schema = summary.get("status"), summary.get("schema")
+        if status in FINISHED:
+            return summary
+        if status == "failed" or (schema == SCHEMA and status is None):
+            return None
+        problem = f"has status {status!r} from schema {schema!r} (this version writes schema {SCHEMA})"
+    keep = summary_path.with_name(summary_path.name + ".unreadable")
+    if keep_copy and not keep.exists():
+        keep.write_bytes(summary_path.read_bytes())
+    raise ConfigError(f"{summary_path} {problem}; it may hold a finished run, so nothing was overwritten (copy "
+                      f"in {keep.name}): move it away to train here, or choose another hydra.run.dir")
