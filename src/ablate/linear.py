@@ -46,7 +46,7 @@ def _features(backbone, images, view, batch_size):
 
 def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd",
                 weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02, crop_min: float = 0.08,
-                seed: int | None = None, device: str = "cpu", progress: bool | None = None) -> dict:
+                seed: int | None = None, device: str = "cpu", progress: bool | None = None, feature_bn: bool = True) -> dict:
     """Train and score the linear head on ``run_dir``'s newest checkpoint; returns the result dict."""
     t0 = time.time()
     state, cfg = load_run(run_dir)
@@ -61,7 +61,10 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
     d, classes = backbone.out_dim, data.num_classes
 
     torch.manual_seed(seed)
-    head = torch.nn.Linear(d, classes).to(dev)
+    # MAE / MoCo v3's probe: a BatchNorm without affine parameters standardizes the features (batch statistics
+    # in training, running ones at test), so one lr suits backbones whose features differ in scale by orders
+    head = torch.nn.Sequential(*([torch.nn.BatchNorm1d(d, affine=False)] if feature_bn else []),
+                               torch.nn.Linear(d, classes)).to(dev)
     ocfg = OmegaConf.create({"name": optimizer, "weight_decay": weight_decay, "momentum": momentum, "eta": eta,
                              "exclude_bias_norm": True, "predictor_fixed_lr": False})
     opt = build_optimizer(param_groups({"head": head}, ocfg), ocfg, lr)
@@ -88,15 +91,17 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
         losses.append(float(loss_sum) / len(train_x))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     train_top1 = 100 * float(correct) / len(train_x)
+    head.eval()
     h_test = _features(backbone, test_x, lambda x: eval_view(x, size, mean, std), cfg.eval.batch_size)
     with torch.no_grad():
         top1 = 100 * float((head(h_test).argmax(1) == test_y).float().mean())
     lr_text = "per-step cosine from lr to 0 over all steps, no warmup; lr as given (not scaled by the batch size)"
     protocol = {
         "backbone": cfg.backbone.name, "feature_dim": d,
-        "frozen": "backbone in eval mode (batch norm uses its running statistics), no gradient; features not "
-                  "standardized",
-        "head": f"nn.Linear({d}, {classes})", "optimizer": optimizer, "lr": lr, "lr_schedule": lr_text,
+        "frozen": "backbone in eval mode (batch norm uses its running statistics), no gradient",
+        "head": (f"nn.BatchNorm1d({d}, affine=False) then " if feature_bn else "") + f"nn.Linear({d}, {classes})"
+                + (" (the features standardized by batch statistics, running ones at test; MAE / MoCo v3)"
+                   if feature_bn else " on raw features"), "optimizer": optimizer, "lr": lr, "lr_schedule": lr_text,
         "momentum": momentum, "weight_decay": weight_decay,
         "weight_decay_on": "weights only (the bias gets no weight decay" + (", nor LARS adaptation)" if
                                                                            optimizer == "lars" else ")"),
@@ -130,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--eta", type=float, default=0.02, help="LARS trust coefficient")
     ap.add_argument("--crop-min", type=float, default=0.08, help="smallest crop area fraction (default 0.08)")
+    ap.add_argument("--no-feature-bn", action="store_true", help="plain linear head on raw features (default: "
+                    "a non-affine BatchNorm1d before it, as MAE / MoCo v3)")
     ap.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     ap.add_argument("--out", type=Path, default=None, help="default RUN_DIR/linear_eval.json")
@@ -151,7 +158,8 @@ def main(argv=None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         res = linear_eval(args.run_dir, args.epochs, args.batch_size, args.lr, args.optimizer, args.weight_decay,
-                          args.momentum, args.eta, args.crop_min, args.seed, device)
+                          args.momentum, args.eta, args.crop_min, args.seed, device,
+                          feature_bn=not args.no_feature_bn)
     except (RunError, DataError) as e:
         return fail(str(e))
     from .train import write_json
