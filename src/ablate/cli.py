@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from .config import group_options, groups, techniques
 from .errors import AblateError, ConfigError
+from .hydra_args import default_groups, is_info, override_args
 from .summary import failure_summary, write_json
 
 log = logging.getLogger("ablate")
@@ -21,16 +22,21 @@ def _fail(msg: str, code: int = 2):
 
 def check_overrides(args: list[str]) -> None:
     """One-line errors for an unknown option of a config group and for a missing method, before Hydra
-    composes anything (Hydra's own messages span several lines)."""
+    composes anything (Hydra's own messages span several lines); also a group changed without the ``+`` it
+    needs because no defaults list holds it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
 
-    candidates = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    candidates = [a for a in override_args(args) if "=" in a or a.startswith("~")]
     try:
         overrides = OverridesParser.create().parse_overrides(candidates)
     except Exception:  # Hydra reports its own syntax errors
         return
     known = set(groups())
     chosen = set()
+    picked = {o.key_or_group: [str(v) for v in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])]
+              for o in overrides if o.key_or_group in known and not o.package and not o.is_delete()}
+    in_defaults = None
     for o in overrides:
         group = o.key_or_group
         if group not in known or o.package:
@@ -43,6 +49,10 @@ def check_overrides(args: list[str]) -> None:
         for v in values:
             if v is not None and str(v) not in options:
                 raise ConfigError(f"unknown option '{v}' for {group}; choose one of: {', '.join(options)}")
+        if o.type == OverrideType.CHANGE:
+            in_defaults = default_groups(picked) if in_defaults is None else in_defaults
+            if group not in in_defaults:
+                raise ConfigError(f"write +{o.input_line}: {group} is not in the defaults list")
     if not chosen & {"method", "experiment", "row"}:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: {', '.join(group_options('method'))}")
 
@@ -88,8 +98,7 @@ def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--shell-completion") or a.startswith("--cfg")
-               for a in args):
+    if not is_info(args):
         try:
             check_overrides(args)
         except AblateError as e:

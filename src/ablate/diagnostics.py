@@ -1,9 +1,24 @@
-"""Collapse diagnostics and evaluation protocols (definitions in docs/formulas.md, verdict in docs/diagnostics.md)."""
+"""Collapse diagnostics and evaluation protocols (definitions in docs/formulas.md, verdict in docs/diagnostics.md).
+
+Public API, usable on embeddings from any training loop (tensors [n, d]):
+
+- ``embedding_std(z)``: std of l2-normalized embeddings (SimSiam's monitor); about 1/sqrt(d) when isotropic.
+- ``embedding_scale(z)``: raw spread sqrt(mean_j Var z_j); sees a collapse onto the origin.
+- ``rankme(z)``: RankMe effective rank (Garrido et al. 2023).
+- ``spectrum(z)``: sorted eigenvalues of the embedding covariance.
+- ``verdict(metrics, d, n, thresholds, scale_free)``: ``ok``, ``dimensional_collapse``, ``collapse`` or
+  ``diverged``, with the reason.
+- ``CollapseMonitor``: accumulates the newest embeddings batch by batch and reports all of the above.
+"""
 
 import math
+from collections import deque
+from importlib import resources
 
 import torch
 import torch.nn.functional as F
+
+__all__ = ["CollapseMonitor", "embedding_scale", "embedding_std", "rankme", "spectrum", "verdict"]
 
 KNN_PROTOCOL = ("kNN top-1 on the held-out set: k={k}, cosine similarity of frozen backbone features "
                 "(eval view, no augmentation), votes weighted by exp(sim/{t}) (InstDisc / solo-learn), "
@@ -149,3 +164,70 @@ def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) 
         return "dimensional_collapse", f"rank_z = {metrics['rank_z']:.3g} < {dim_limit:.3g}"
     return "ok", (f"z_std/z_std_ref = {std_ratio:.3g}, rank_z = {metrics['rank_z']:.3g} "
                   f"(of d = {d})")
+
+
+def default_thresholds():
+    """The verdict thresholds of the packaged config (``verdict`` node of conf/config.yaml)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(str(resources.files("ablate") / "conf" / "config.yaml")).verdict
+
+
+class CollapseMonitor:
+    """Collapse diagnostics for your own training loop: ``update(z)`` with each batch of embeddings,
+    ``report()`` when you want a reading.
+
+    Keeps the newest ``max_samples`` embeddings (detached, float32, on the CPU), so memory stays bounded
+    however long it runs. ``scale_free`` says which geometry the loss compares embeddings in, as for the
+    runner's verdict: True for cosine losses (BYOL, SimSiam: collapse is ``z_std`` far below 1/sqrt(d)), False
+    for MSE-type losses (VICReg: collapse is ``z_scale`` far below its initial value ``z_scale_init``, given
+    here or measured on the first update). ``thresholds`` defaults to the packaged config's ``verdict`` node.
+    """
+
+    def __init__(self, dim: int | None = None, max_samples: int = 4096, z_scale_init: float | None = None,
+                 scale_free: bool = True, thresholds=None):
+        if max_samples < 2:
+            raise ValueError(f"max_samples={max_samples} must be >= 2 (a spread needs two embeddings)")
+        self.dim, self.max_samples, self.z_scale_init = dim, max_samples, z_scale_init
+        self.scale_free = scale_free
+        self.thresholds = thresholds if thresholds is not None else default_thresholds()
+        self._chunks, self._n = deque(), 0
+
+    def update(self, z: torch.Tensor) -> None:
+        """Add a batch of embeddings [n, d] (or [d] for one); the oldest beyond ``max_samples`` are dropped."""
+        z = z.detach().float().cpu()
+        if z.dim() == 1:
+            z = z.unsqueeze(0)
+        if z.dim() != 2:
+            raise ValueError(f"embeddings must be [n, d], got shape {tuple(z.shape)}")
+        if self.dim is None:
+            self.dim = z.shape[1]
+        elif z.shape[1] != self.dim:
+            raise ValueError(f"embeddings of dimension {z.shape[1]}, the monitor holds dimension {self.dim}")
+        if self.z_scale_init is None and len(z) > 1:
+            self.z_scale_init = float(embedding_scale(z))
+        z = z[-self.max_samples:].clone()  # a copy: a view would keep the caller's whole tensor alive
+        self._chunks.append(z)
+        self._n += len(z)
+        while self._n - len(self._chunks[0]) >= self.max_samples:
+            self._n -= len(self._chunks.popleft())
+
+    def embeddings(self) -> torch.Tensor:
+        """The (at most ``max_samples``) newest embeddings held, oldest first."""
+        if not self._chunks:
+            return torch.empty(0, self.dim or 0)
+        return torch.cat(list(self._chunks))[-self.max_samples:]
+
+    def report(self) -> dict:
+        """``z_std``, ``z_std_ref`` (1/sqrt(d)), ``z_scale``, ``z_scale_init``, ``rank_z``, ``n`` and the
+        ``verdict`` with its ``reason`` on the embeddings held."""
+        z = self.embeddings()
+        if len(z) < 2:
+            raise ValueError(f"the monitor holds {len(z)} embedding(s); update() it with at least 2 first")
+        m = {"z_std": float(embedding_std(z)), "z_std_ref": 1 / math.sqrt(z.shape[1]),
+             "z_scale": float(embedding_scale(z)), "z_scale_init": self.z_scale_init, "n": len(z)}
+        if not torch.isfinite(z).all():
+            return m | {"rank_z": float("nan"), "verdict": "diverged", "reason": "non-finite embeddings"}
+        m["rank_z"] = float(rankme(z))
+        m["verdict"], m["reason"] = verdict(m, z.shape[1], len(z), self.thresholds, self.scale_free)
+        return m

@@ -1,0 +1,35 @@
+"""A finished or running run directory, read back from its newest checkpoint (for the offline tools)."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .checkpoint import CheckpointError, load_checkpoint
+
+
+class RunError(ValueError):
+    """A run directory a tool cannot read; the message is one line that says what to change."""
+
+
+def load_run(run_dir: Path):
+    """``(state, cfg)`` of the newest readable checkpoint in ``run_dir``: the checkpoint dict and the run's
+    resolved config as a DictConfig. Raises RunError for a missing directory or checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a directory; pass a run directory (it holds checkpoint.pt)")
+    try:
+        state = load_checkpoint(run_dir)
+    except CheckpointError as e:
+        raise RunError(str(e)) from None
+    if state is None:
+        raise RunError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one epoch")
+    return state, OmegaConf.create(state["config"])
+
+
+def load_model(state, cfg):
+    """The run's ``JointEmbedding`` with the checkpoint's weights, on the CPU, in eval mode."""
+    from .train import JointEmbedding
+
+    model = JointEmbedding(cfg)
+    model.load_state_dict(state["model"])
+    return model.eval()

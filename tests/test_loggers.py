@@ -1,0 +1,85 @@
+"""logger=csv and logger=tensorboard: the same per-epoch fields as metrics.jsonl and the final metrics, no
+duplicated rows after a resume, and a failing logger never stops training."""
+
+import csv
+import json
+import logging
+import os
+
+import pytest
+from conftest import TINY
+
+from ablate.logger import _value
+from ablate.train import train
+
+
+def jsonl(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def csv_rows(path):
+    with path.open(newline="") as f:
+        return [{k: _value(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def resume_after_epoch_2(cfg, run):
+    """Train 3 epochs, then put back the epoch-2 checkpoint as if the run had been killed after writing the
+    epoch-3 metrics but before its checkpoint, and run the same config again: epoch 3 is trained twice."""
+    train(cfg, run)
+    (run / "summary.json").unlink()
+    os.replace(run / "checkpoint.prev.pt", run / "checkpoint.pt")
+    return train(cfg, run)
+
+
+def test_csv_rows_equal_metrics_jsonl_rows_also_after_a_resume(cfg_factory, tmp_path):
+    run = tmp_path / "run"
+    summary = resume_after_epoch_2(cfg_factory("+method=byol", *TINY, "train.epochs=3", "logger=csv"), run)
+    rows = jsonl(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == list(rows[0])
+    assert csv_rows(run / "metrics.csv") == rows  # same fields, same values, epoch 3 once
+    final = csv_rows(run / "summary.csv")
+    assert len(final) == 1 and final[0]["verdict"] == summary["verdict"]
+    assert final[0]["linear_top1"] == summary["metrics"]["linear_top1"]
+
+
+def test_tensorboard_has_every_field_as_a_scalar_and_one_curve_after_a_resume(cfg_factory, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    summary = resume_after_epoch_2(cfg_factory("+method=vicreg", *TINY, "train.epochs=3", "logger=tensorboard"),
+                                   run)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    rows = jsonl(run)
+    tags = set(acc.Tags()["scalars"])
+    fields = {k for k, v in rows[0].items() if k != "epoch" and v is not None}
+    assert fields <= tags and "loss" in fields and "knn_top1" in fields
+    for key in ("loss", "z_std", "rank_z", "knn_top1"):
+        events = acc.Scalars(key)
+        assert [e.step for e in events] == [1, 2, 3], key  # the first epoch-3 point was purged
+        assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
+    assert acc.Scalars("final/linear_top1")[0].value == pytest.approx(summary["metrics"]["linear_top1"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["csv", "tensorboard"])
+def test_a_failing_logger_is_logged_once_and_training_continues(cfg_factory, tmp_path, monkeypatch, caplog, name):
+    run = tmp_path / "run"
+    run.mkdir()
+    if name == "csv":  # a directory where the file should go: every write fails
+        (run / "metrics.csv").mkdir()
+    else:
+        import torch.utils.tensorboard
+
+        def broken(*args, **kwargs):
+            raise OSError("disk quota exceeded")
+
+        monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", broken)
+    with caplog.at_level(logging.WARNING, logger="ablate"):
+        summary = train(cfg_factory("+method=byol", *TINY, "train.epochs=2", f"logger={name}"), run)
+    assert summary["status"] == "complete" and len(jsonl(run)) == 2
+    failures = [r.message for r in caplog.records if "logging is off" in r.message]
+    assert len(failures) == 1 and failures[0].startswith(f"{name} init failed"), failures
