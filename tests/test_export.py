@@ -11,9 +11,10 @@ from omegaconf import OmegaConf
 
 from ablate.checkpoint import save_checkpoint
 from ablate.export import main
+from ablate.method import JointEmbedding
 from ablate.models import Encoder, build_backbone, mlp
 from ablate.runs import load_model, load_run
-from ablate.train import JointEmbedding, train
+from ablate.train import train
 
 
 def test_exported_backbone_and_projector_reproduce_the_runs_features(cfg_factory, tmp_path, capsys):

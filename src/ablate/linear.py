@@ -162,7 +162,7 @@ def main(argv=None) -> int:
                           feature_bn=not args.no_feature_bn)
     except (RunError, DataError) as e:
         return fail(str(e))
-    from .train import write_json
+    from .summary import write_json
 
     out = args.out or args.run_dir / "linear_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)

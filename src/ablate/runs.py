@@ -5,9 +5,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .errors import AblateError
 
 
-class RunError(ValueError):
+class RunError(AblateError):
     """A run directory a tool cannot read; the message is one line that says what to change."""
 
 
@@ -28,7 +29,7 @@ def load_run(run_dir: Path):
 
 def load_model(state, cfg):
     """The run's ``JointEmbedding`` with the checkpoint's weights, on the CPU, in eval mode."""
-    from .train import JointEmbedding
+    from .method import JointEmbedding
 
     model = JointEmbedding(cfg)
     model.load_state_dict(state["model"])
