@@ -33,7 +33,7 @@ def rows(run):
 
 def unfinished_run(cfg_factory, run):
     """A run whose two epochs are checkpointed but whose summary is missing (killed in the final probe)."""
-    train(cfg_factory(*ARGS), run)
+    train(cfg_factory(*ARGS, "checkpoint.keep=all"), run)  # a finished run keeps both of its last checkpoints
     (run / "summary.json").unlink()
     return rows(run)
 
@@ -145,11 +145,11 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
     monkeypatch.undo()
     calls = []
 
-    def save_then_fill(run_dir, state):
+    def save_then_fill(run_dir, state, keep):
         calls.append(state["epoch"])
         if len(calls) > 1:
             monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
-        return save_checkpoint(run_dir, state)
+        return save_checkpoint(run_dir, state, keep)
 
     monkeypatch.setattr("ablate.train.save_checkpoint", save_then_fill)
     assert train(cfg_factory(*ARGS), run2)["status"] == "complete"

@@ -25,9 +25,13 @@ TRAILER = b"\nABLATE-SHA256:"
 DIGEST_LEN = 64
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> bool:
-    """Write ``state`` as the run's checkpoint; on an OSError (a full disk, say) log why, keep the previous
-    checkpoint and return False: losing one checkpoint must not kill the run."""
+KEEP = ("last", "none", "all")
+
+
+def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:
+    """Write ``state`` as the run's checkpoint (``keep=all``: also as ``checkpoint.epochN.pt``); on an OSError
+    (a full disk, say) log why, keep the previous checkpoint and return False: losing one checkpoint must not
+    kill the run."""
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -41,7 +45,17 @@ def save_checkpoint(run_dir: Path, state: dict) -> bool:
         log.warning("could not write the epoch %s checkpoint (%s); %s; training continues", state.get("epoch"),
                     why, f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
         return False
+    if keep == "all":
+        os.link(path, run_dir / f"checkpoint.epoch{state['epoch']}.pt")
     return True
+
+
+def finish_checkpoints(run_dir: Path, keep: str) -> None:
+    """Disk a finished run no longer needs: ``last`` drops the previous checkpoint (the last one stays for
+    ``ablate.geometry`` and ``ablate.export``), ``none`` drops both, ``all`` keeps every epoch's."""
+    drop = {"last": (PREVIOUS,), "none": (PREVIOUS, CURRENT), "all": ()}[keep]
+    for name in drop:
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -80,6 +80,7 @@ def _check_switches(cfg: DictConfig) -> None:
 
 
 def _check_training(cfg: DictConfig) -> None:
+    from .checkpoint import KEEP
     from .models import BACKBONES
     from .optim import OPTIMIZERS
 
@@ -103,6 +104,8 @@ def _check_training(cfg: DictConfig) -> None:
     if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
         raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
                           f"to never stop early")
+    if cfg.checkpoint.keep not in KEEP:
+        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} is unknown; choose one of: {', '.join(KEEP)}")
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"unknown backbone '{cfg.backbone.name}'; choose backbone= one of: "
                           f"{', '.join(BACKBONES)}")

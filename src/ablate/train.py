@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from . import dist as D
 from .augment import eval_view, two_views
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
 from .data import FolderStream, load_data
 from .diagnostics import (
@@ -93,6 +93,7 @@ def _resumable_config(cfg) -> dict:
     """The config a checkpoint must match; where logs go does not change what is trained."""
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("logger", None)
+    c.pop("checkpoint", None)
     return c
 
 
@@ -281,12 +282,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         state.epoch = epoch + 1
         ckpt = checkpoint_state(state, model, stepper, cfg, device)  # every rank: it gathers RNG states
         if writer:
-            save_checkpoint(run_dir, ckpt)
+            save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
         if state.stopped_early is not None:
             break
     summary = run_summary(cfg, state, model, stepper, data, device, diverged)
     if writer:
         write_summary(run_dir, summary, logger)
+        finish_checkpoints(run_dir, cfg.checkpoint.keep)
     return summary
 
 
