@@ -118,6 +118,9 @@ def check_paths(cfg) -> None:
             if not (root / split).is_dir():
                 raise DataError(f"no '{split}' folder under data.root '{root}'; set data.root=PATH to an "
                                 f"ImageFolder tree with {cfg.train_dir}/<class>/ and {cfg.test_dir}/<class>/")
+    if cfg.name == "npz" and cfg.path is None:
+        raise DataError("data.path is not set; give data.path=FILE.npz (data=cifar10_jpeg also reads "
+                        "$ABLATE_CIFAR10_NPZ)")
     if cfg.name == "npz" and not Path(str(cfg.path)).expanduser().exists():
         raise DataError(f"data.path '{cfg.path}' does not exist; point data.path at an npz of decoded arrays "
                         f"(x_train, y_train, x_test, y_test) or of JPEG bytes (train_jpeg, train_offsets, ...)")
