@@ -33,7 +33,8 @@ def resume_after_epoch_2(cfg, run):
 
 def test_csv_rows_equal_metrics_jsonl_rows_also_after_a_resume(cfg_factory, tmp_path):
     run = tmp_path / "run"
-    summary = resume_after_epoch_2(cfg_factory("+method=byol", *TINY, "train.epochs=3", "logger=csv"), run)
+    summary = resume_after_epoch_2(cfg_factory("+method=byol", *TINY, "train.epochs=3", "logger=csv",
+                                                   "checkpoint.keep=all"), run)
     rows = jsonl(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -49,7 +50,8 @@ def test_tensorboard_has_every_field_as_a_scalar_and_one_curve_after_a_resume(cf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
-    summary = resume_after_epoch_2(cfg_factory("+method=vicreg", *TINY, "train.epochs=3", "logger=tensorboard"),
+    summary = resume_after_epoch_2(cfg_factory("+method=vicreg", *TINY, "train.epochs=3", "logger=tensorboard",
+                                                   "checkpoint.keep=all"),
                                    run)
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     acc = EventAccumulator(str(run / "tensorboard"))
@@ -83,3 +85,27 @@ def test_a_failing_logger_is_logged_once_and_training_continues(cfg_factory, tmp
     assert summary["status"] == "complete" and len(jsonl(run)) == 2
     failures = [r.message for r in caplog.records if "logging is off" in r.message]
     assert len(failures) == 1 and failures[0].startswith(f"{name} init failed"), failures
+
+
+def test_progress_bar_shows_rate_and_eta_on_a_terminal():
+    import io
+
+    from ablate.train import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = Progress(epochs=3, steps=10, file=out)
+    bar.step(0, 0.5, 1.25)
+    bar.step(0, 1.0, 1.0)
+    assert bar.bar.n == 10
+    text = out.getvalue()
+    assert "epoch 1/3" in text and "step/s" in text and "loss=1.0000" in text and "<" in text  # rate, ETA
+    bar.step(1, 0.2, 0.9)
+    assert bar.bar_epoch == 1 and bar.bar.n == 2
+    pipe = io.StringIO()
+    quiet = Progress(epochs=3, steps=10, file=pipe)
+    quiet.step(0, 0.5, 1.0)
+    assert pipe.getvalue() == "" and quiet.bar is None

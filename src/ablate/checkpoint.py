@@ -45,8 +45,10 @@ def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:
         log.warning("could not write the epoch %s checkpoint (%s); %s; training continues", state.get("epoch"),
                     why, f"the previous checkpoint {kept} is kept" if kept else "no earlier checkpoint exists")
         return False
-    if keep == "all":
-        os.link(path, run_dir / f"checkpoint.epoch{state['epoch']}.pt")
+    if keep == "all":  # a resumed run trains an epoch again: its new checkpoint replaces the old copy
+        epoch_copy = run_dir / f"checkpoint.epoch{state['epoch']}.pt"
+        epoch_copy.unlink(missing_ok=True)
+        os.link(path, epoch_copy)
     return True
 
 

@@ -45,24 +45,36 @@ def _auto(value, default: bool) -> bool:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; on a pipe, one log line per epoch."""
+    """A tqdm bar over each epoch's steps on a terminal (rate, ETA, running loss); on a pipe nothing per step.
+    Every evaluated epoch is one log line either way."""
 
-    def __init__(self, epochs: int):
-        self.epochs, self.tty = epochs, sys.stderr.isatty()
+    def __init__(self, epochs: int, steps: int, file=None):
+        self.epochs, self.steps, self.file = epochs, steps, file or sys.stderr
+        self.tty, self.bar, self.bar_epoch = self.file.isatty(), None, None
 
     def step(self, epoch, frac, loss):
-        if self.tty:
-            bar = "#" * int(20 * frac)
-            sys.stderr.write(f"\repoch {epoch + 1}/{self.epochs} [{bar:<20}] loss {loss:.4f}   ")
-            sys.stderr.flush()
+        if not self.tty:
+            return
+        if self.bar_epoch != epoch:
+            self.close()
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", leave=False,
+                            file=self.file, dynamic_ncols=True, mininterval=0)
+            self.bar_epoch = epoch
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(round(frac * self.steps) - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.bar_epoch = None, None
 
     def epoch(self, row):
-        line = (f"epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} z_std {row['z_std']:.4f} "
-                f"(ref {row['z_std_ref']:.4f}) rank_z {row['rank_z']:.1f} rank_h {row['rank_h']:.1f} "
-                f"knn {row['knn_top1']:.1f}%")
-        if self.tty:
-            sys.stderr.write("\r" + " " * 70 + "\r")
-        log.info(line)
+        self.close()
+        log.info(f"epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} z_std {row['z_std']:.4f} "
+                 f"(ref {row['z_std_ref']:.4f}) rank_z {row['rank_z']:.1f} rank_h {row['rank_h']:.1f} "
+                 f"knn {row['knn_top1']:.1f}%")
 
 
 def _resume_rows(metrics_path: Path, epoch: int) -> list[dict]:
@@ -269,7 +281,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     state = resume(run_dir, cfg, model, stepper, data, t_start, writer)
     logger = make_logger(cfg, run_dir, state.logger_id) if writer else NullLogger()
     state.logger_id = logger.run_id
-    progress, diverged = Progress(cfg.train.epochs), None
+    progress, diverged = Progress(cfg.train.epochs, stepper.steps_per_epoch), None
     last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
     for epoch in range(state.epoch, last_epoch):
         terms, diverged = train_epoch(stepper, data, cfg, progress, epoch)
