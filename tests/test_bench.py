@@ -31,6 +31,11 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     for key in ("speedup_vs_torchvision", "speedup_vs_kornia", "overhead_vs_bare", "speedup_vs_reference"):
         assert math.isfinite(final[key]) and final[key] > 0, key
     aug, step, epoch = lines[:3]
+    for line in lines:  # what the figures were measured on
+        m = line["machine"]
+        assert m["cores"] >= 1 and len(m["loadavg"]) == 3 and m["torch_threads"] >= 1 and isinstance(m["isa"], list)
+    if lines[0]["machine"]["loadavg"][0] > lines[0]["machine"]["cores"] / 2:
+        assert "warning: load average" in r.stderr
     assert aug["suite_img_s"] > 0 and aug["torchvision_img_s"] > 0 and aug["kornia_img_s"] > 0
     assert aug["speedup_vs_torchvision"] == pytest.approx(aug["suite_img_s"] / aug["torchvision_img_s"])
     assert step["method"] == "byol" and step["batch"] == 16

@@ -38,6 +38,27 @@ from .dist import pick_device  # noqa: E402
 from .ema import cosine_tau, update_momentum  # noqa: E402
 from .train import build_runner, optimizer_for  # noqa: E402
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
+
+
+def machine() -> dict:
+    """What the figures were measured on: CPU model and instruction set, cores, torch threads and the load
+    average before the run (a figure taken under load is not a figure for an idle machine)."""
+    model, flags = "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in load],
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
 
 def compose_cfg(method: str, overrides: list[str]):
     from hydra import compose, initialize_config_module
@@ -334,6 +355,11 @@ def main(argv=None) -> None:
             p.exit(2, f"ablate.bench: error: --{name.replace('_', '-')}={getattr(args, name)} must be >= {low}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
+    host = machine()
+    if host["loadavg"][0] > (host["cores"] or 1) / 2:
+        print(f"ablate.bench: warning: load average {host['loadavg'][0]} on {host['cores']} cores: other jobs "
+              f"share this machine, so absolute figures are low and ratios noisy; measure on an idle machine "
+              f"before quoting them", file=sys.stderr)
     cfg = compose_cfg(args.method, args.overrides)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -342,13 +368,14 @@ def main(argv=None) -> None:
     which = list(BENCHES) if args.which == "all" else [args.which]
     results = {}
     for name in which:
-        res = BENCHES[name](cfg, data, device, args)
+        res = {**BENCHES[name](cfg, data, device, args), "machine": host}
         print(json.dumps(res), flush=True)
         results[name] = res
         results.update({k: v for k, v in res.items() if k.startswith(("speedup", "overhead"))})
     if len(which) > 1:  # the headline figures, then each benchmark's own
         keys = ("speedup_vs_torchvision", "speedup_vs_kornia", "overhead_vs_bare", "speedup_vs_reference")
-        print(json.dumps({"bench": "all", **{k: results[k] for k in keys if k in results}, **results}), flush=True)
+        print(json.dumps({"bench": "all", **{k: results[k] for k in keys if k in results}, **results, "machine": host}),
+              flush=True)
 
 
 if __name__ == "__main__":
