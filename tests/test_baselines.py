@@ -91,7 +91,7 @@ def test_bad_baseline_input_is_one_line(overrides, message):
 
 def test_baseline_jobs_are_one_per_kind_and_seed(tmp_path):
     overrides = ["+row=byol,vicreg", "+reg=none,var", "seed=0", "+experiment=vicreg_table4", "seed=0,1",
-                 "~predictor", "var.weight=2", "train.epochs=3"]
+                 "~predictor", "var.weight=2", "optim.lr=0.5,1.0", "train.epochs=3"]
     jobs = baseline_jobs(tmp_path, overrides, "table_cpu", 0)
     got = sorted((d.name, tuple(sorted(o))) for d, o in jobs)
     want = sorted((f"baseline={k},seed={s}", tuple(sorted([f"+method={k}", "train.epochs=3", "scale=table_cpu",

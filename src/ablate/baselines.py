@@ -1,7 +1,8 @@
 """The reference runs every sweep adds: after a multirun, ``+method=random`` and ``+method=supervised`` once per
-seed (and per value of any other non-switch sweep dimension), with the sweep's non-switch overrides (scale,
-data, backbone, epochs...), into ``<sweep dir>/baseline=KIND,seed=S``. Configured as a Hydra callback in each
-experiment yaml; a baseline whose summary.json is finished is skipped like any finished run."""
+seed (and per value of any other non-switch sweep dimension), with the sweep's overrides other than the
+method, its switches and its optimizer (scale, data, backbone, epochs, aug...), into
+``<sweep dir>/baseline=KIND,seed=S``. Configured as a Hydra callback in each experiment yaml; a baseline whose
+summary.json is finished is skipped like any finished run."""
 
 import json
 import logging
@@ -16,8 +17,9 @@ from .method import BASELINES
 from .summary import FINISHED
 
 log = logging.getLogger("ablate")
-# overrides that choose the method or its switches: a baseline takes none of them
-SWITCH_KEYS = ("method", "row", "reg", "experiment", "reg_geometry", *TECHNIQUES)
+# overrides that choose the method, its switches or its optimizer: a baseline takes none of them (its preset
+# has its own optimizer, as each method preset has)
+SWITCH_KEYS = ("method", "row", "reg", "experiment", "reg_geometry", "optim", *TECHNIQUES)
 
 
 def baseline_jobs(sweep_dir: Path, overrides: list[str], scale: str | None, seed) -> list[tuple[Path, list[str]]]:

@@ -336,7 +336,8 @@ def baselines_markdown(s: dict) -> str:
         done = [r for r in runs if r["status"] == "complete"]
         if not done:
             failed = [r for r in runs if r["status"] == "failed"]
-            why = ("failed: " + _short(failed[0]["error"]) if failed else "pending" if runs else
+            why = ("failed: " + _short(failed[0]["error"]) if failed else
+                   "diverged" if any(r["status"] == "diverged" for r in runs) else "pending" if runs else
                    "not run (re-run the sweep to add it)")
             rows.append([label, why, "", ""])
             continue

@@ -156,7 +156,8 @@ class Stepper:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
+                                                   find_unused_parameters=isinstance(model, Baseline))  # projector
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self.step, self.lr, self.tau = 0, None, None
