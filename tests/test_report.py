@@ -35,7 +35,7 @@ def hydra_files(run_dir, method, tech, choices, seed, epochs=3, legacy=False):
 
 
 def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="ok", linear=50.0,
-             experiment="vicreg_table4", epochs=3, choices=True, geometry=None, legacy=False):
+             experiment="vicreg_table4", epochs=3, choices=True, geometry=None, legacy=False, baseline=None):
     run_dir = root / name
     ch = {"experiment": experiment, "scale": "table_cpu", "method": method}
     if row:
@@ -59,6 +59,8 @@ def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="o
     }
     if geometry:
         summary["reg_geometry"] = geometry
+    if baseline:
+        summary.update(baseline=baseline, verdict=None, verdict_reason=f"baseline run ({baseline})")
     if not choices:
         (run_dir / ".hydra" / "hydra.yaml").unlink()
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -154,6 +156,9 @@ def test_report_table_text(report):
     assert table_row(md, "| SimSiam (simsiam_no_pred_no_bn), No Reg |").split(" | ")[1:9] == [
         "0", "collapse", "0.001", "0.125", "0.008", "0.001", "1.1 / 64", "30.0"]  # z_scale 3e-4 of init 0.3
     assert "- linear_top1: linear probe, 100 epochs" in md
+    # no baseline runs: said above the table, and no normalized accuracy anywhere
+    assert "| untrained backbone (`random`) | not run (re-run the sweep to add it) |" in md
+    assert "lacks a finished random and supervised baseline" in md and " [0." not in md
     assert "python -m ablate -m +experiment=vicreg_table4 'backbone.widths=[4,8]'" in md
     # the factorial run: 64 combinations, the ones not run pending
     fact = md.split("### Switch combinations, `simsiam` recipe")[1].split("###")[0]
@@ -232,6 +237,42 @@ def test_report_reads_an_earlier_runs_csv(report, tmp_path):
     md = (tmp_path / "again" / "report.md").read_text()
     assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 67.0 ± 4.2 / 69.3† |")
     assert "runs are read from" in md and "runs.csv" in md
+
+
+def test_report_places_each_cell_between_the_baselines(tmp_path):
+    """Baselines of seeds 0 and 1 (random 20 / 24, supervised 80 / 84), worked by hand: a run of seed s is
+    (acc - random_s) / (supervised_s - random_s); seed 2 has none, so it uses the means 22 and 82."""
+    off = dict.fromkeys(TECHNIQUES, False)
+    for seed, (lo, hi) in enumerate([(20.0, 80.0), (24.0, 84.0)]):
+        fake_run(tmp_path, f"random_s{seed}", "random", off, seed=seed, verdict=None, linear=lo, baseline="random",
+                 experiment=None)
+        fake_run(tmp_path, f"sup_s{seed}", "supervised", off, seed=seed, verdict=None, linear=hi,
+                 baseline="supervised", experiment=None)
+    fake_run(tmp_path, "byol_s0", "byol", switches("byol", "none"), row="byol", reg="none", seed=0, linear=60.0)
+    fake_run(tmp_path, "byol_s1", "byol", switches("byol", "none"), row="byol", reg="none", seed=1, linear=64.0)
+    for seed, acc in ((0, 26.0), (1, 30.0)):  # collapsed, yet above the untrained backbone by 6 points
+        fake_run(tmp_path, f"sg_s{seed}", "simsiam", switches("simsiam_no_pred_no_bn", "none"),
+                 row="simsiam_no_pred_no_bn", reg="none", seed=seed, verdict="collapse", linear=acc)
+    fake_run(tmp_path, "vicreg_s2", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", seed=2,
+             linear=52.0)
+    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert table_row(md, "| untrained") == "| untrained backbone (`random`) | 22.0 ± 2.8 | 30.0 ± 0.0 | 0, 1 |"
+    assert table_row(md, "| supervised (") == "| supervised (`supervised`) | 82.0 ± 2.8 | 30.0 ± 0.0 | 0, 1 |"
+    assert md.index("| untrained backbone") < md.index("| Method |")  # above the table, not in it
+    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 [0.67] (1 pending) / 69.3† |")
+    assert table_row(md, "| SimSiam |  | ✓ |  |  |").startswith(
+        "| SimSiam |  | ✓ |  |  | collapse: 28.0 [0.10] (1 pending) / collapse |")
+    assert table_row(md, "| VICReg |  |  |  | ✓ |").startswith(
+        "| VICReg |  |  |  | ✓ | 52.0 [0.50] (2 pending) / collapse ⚠ |")
+    assert "### Switch combinations" not in md  # the baselines' methods get no grid of switch combinations
+    df = pd.read_csv(tmp_path / "r" / "runs.csv")
+    df = df.set_index(df["dir"].map(lambda d: Path(d).name))
+    assert df.loc["random_s1", "baseline"] == "random" and pd.isna(df.loc["byol_s0", "baseline"])
+    want = {"random_s0": 0.0, "sup_s1": 1.0, "byol_s0": 40 / 60, "byol_s1": 40 / 60, "sg_s0": 0.1, "sg_s1": 0.1,
+            "vicreg_s2": 0.5}
+    assert df.loc[list(want), "linear_norm"].round(6).tolist() == [round(v, 6) for v in want.values()]
+    assert df.loc[["random_s0", "sup_s0"], "row"].isna().all()  # never placed in a cell
 
 
 def test_report_bad_input_is_one_line(tmp_path, capsys):

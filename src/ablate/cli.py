@@ -93,7 +93,8 @@ def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     method = cfg.get("method")
     write_json(run_dir / "summary.json", failure_summary(why, method.name if method is not None else None,
-                                                         techniques(cfg), cfg.get("seed")))
+                                                         techniques(cfg), cfg.get("seed"),
+                                                         method.get("baseline") if method is not None else None))
 
 
 def main() -> None:

@@ -54,6 +54,8 @@ def _check_switches(cfg: DictConfig) -> None:
     from .losses import INVARIANCE, REG_GEOMETRIES
 
     m, on = cfg.method, techniques(cfg)
+    if m.get("baseline") is not None:
+        return _check_baseline(cfg)
     if m.invariance not in INVARIANCE:
         raise ConfigError(f"method.invariance={m.invariance} is unknown; choose one of: {', '.join(INVARIANCE)}")
     _finite_nonneg(m.inv_weight, "method.inv_weight")
@@ -77,6 +79,24 @@ def _check_switches(cfg: DictConfig) -> None:
     for k in ("collapse_rank", "collapse_scale_ratio"):
         if cfg.verdict.get(k) is not None:
             _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
+
+
+def _check_baseline(cfg: DictConfig) -> None:
+    """A baseline run (+method=random|supervised) takes no switch, and the supervised one needs labels."""
+    from .method import BASELINES
+
+    b, on = cfg.method.baseline, techniques(cfg)
+    if b not in BASELINES:
+        raise ConfigError(f"method.baseline={b} is unknown; choose one of: {', '.join(BASELINES)}")
+    if any(on.values()):
+        raise ConfigError(f"the {b} baseline takes no switch; drop {', '.join(t for t in TECHNIQUES if on[t])}")
+    d = cfg.data
+    unlabelled = {"folder": ("data.stream=true", "data.stream=false"),
+                  "stl10": (f"data.ssl_split={d.get('ssl_split')}", "data.ssl_split=train")}.get(d.name)
+    if b == "supervised" and unlabelled and ((d.name == "folder" and d.get("stream")) or
+                                             (d.name == "stl10" and d.ssl_split != "train")):
+        raise ConfigError(f"the supervised baseline needs labels for the training images, which data {d.name} "
+                          f"does not hold with {unlabelled[0]}; use {unlabelled[1]}")
 
 
 def _check_training(cfg: DictConfig) -> None:

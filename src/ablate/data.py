@@ -29,6 +29,7 @@ class Data:
     num_classes: int
     mean: torch.Tensor
     std: torch.Tensor
+    ssl_y: torch.Tensor | None = None   # labels of ssl_x (the supervised baseline); None where unknown
 
     def to(self, device):
         fields = {k: (v.to(device) if torch.is_tensor(v) or isinstance(v, FolderStream) else v)
@@ -143,7 +144,8 @@ def _torchvision(cfg) -> dict:
         raise DataError(f"{cfg.name} not found under '{root}'; set data.root=PATH or data.download=true "
                         f"({e})") from None
     tr, te = splits["train"], splits["test"]
-    return dict(ssl_x=torch.cat([torch.from_numpy(splits[s].data) for s in cfg.ssl_split.split("+")]),
+    ssl_y = torch.from_numpy(tr.labels).long() if cfg.ssl_split == "train" else None  # unlabeled: no labels
+    return dict(ssl_x=torch.cat([torch.from_numpy(splits[s].data) for s in cfg.ssl_split.split("+")]), ssl_y=ssl_y,
                 bank_x=torch.from_numpy(tr.data), bank_y=torch.from_numpy(tr.labels).long(),
                 test_x=torch.from_numpy(te.data), test_y=torch.from_numpy(te.labels).long())
 
@@ -280,10 +282,11 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
     bank_x, bank_y = _subset(d["bank_x"], d["bank_y"], eval_cfg.bank_size, g)
     test_x, test_y = _subset(d["test_x"], d["test_y"], eval_cfg.test_size, g)
     ssl_x = d["ssl_x"]
+    ssl_y = d["bank_y"] if ssl_x is d["bank_x"] else d.get("ssl_y")  # the labelled train split, before subsetting
     if cfg.mean is None or cfg.std is None:
         mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else bank_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
     num_classes = cfg.num_classes or int(max(bank_y.max(), test_y.max())) + 1
     return Data(ssl_x=ssl_x, bank_x=bank_x, bank_y=bank_y.long(), test_x=test_x, test_y=test_y.long(),
-                num_classes=num_classes, mean=mean, std=std)
+                num_classes=num_classes, mean=mean, std=std, ssl_y=None if ssl_y is None else ssl_y.long())

@@ -11,6 +11,7 @@
 """
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -42,6 +43,10 @@ class JointEmbedding(nn.Module):
         self.cov = cfg.cov if on["cov"] else None
         self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
         self.dim = dim
+
+    def trained_modules(self) -> dict:
+        """What the optimizer updates, by name (the EMA target is not trained)."""
+        return {"online": self.online, "predictor": self.predictor}
 
     def branches(self, x1, x2):
         """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
@@ -84,6 +89,40 @@ class JointEmbedding(nn.Module):
         tau = cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
         update_momentum(self.online, self.target, tau)
         return tau
+
+
+BASELINES = ("random", "supervised")
+
+
+class Baseline(nn.Module):
+    """A reference run (``method.baseline``) that places the SSL cells on a scale: ``random`` is the online
+    encoder at initialization (never stepped), ``supervised`` the same encoder trained with cross-entropy by a
+    linear classifier on the backbone features h, averaged over the two augmented views the SSL runs see. The
+    encoder is built first, as JointEmbedding builds it, so a seed gives the SSL runs' initial backbone; the
+    projector only feeds the z diagnostics and is never trained."""
+
+    def __init__(self, cfg: DictConfig, num_classes: int):
+        super().__init__()
+        self.kind = cfg.method.baseline
+        self.online = build_encoder(cfg.backbone, cfg.method, cfg.get("batchnorm"), cfg.model.head_width_mult)
+        self.dim = [m for m in self.online.projector if isinstance(m, nn.Linear)][-1].out_features
+        supervised = self.kind == "supervised"
+        self.classifier = nn.Linear(self.online.backbone.out_dim, num_classes) if supervised else None
+        self.predictor = self.target = self.geometry = None
+
+    def trained_modules(self) -> dict:
+        """The backbone and the classifier (``random`` builds an optimizer for the same code path, never steps)."""
+        return {"backbone": self.online.backbone, "classifier": self.classifier}
+
+    def forward(self, x1, x2, y):
+        """Cross-entropy of both views' logits against the labels, averaged; the loss terms as TERMS orders
+        them (no invariance, variance or covariance: zeros)."""
+        ce = 0.5 * sum(F.cross_entropy(self.classifier(self.online.backbone(x)).float(), y) for x in (x1, x2))
+        zero = torch.zeros((), device=ce.device)
+        return ce, torch.stack([ce.detach(), zero, zero, zero])
+
+    def update_target(self, step: int, total_steps: int) -> None:
+        return None
 
 
 def equivalences(cfg) -> list[str]:

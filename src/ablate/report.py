@@ -5,12 +5,14 @@ DIR:
   report.md  VICReg Table 4's layout with our linear-probe top-1 beside the paper's number, a flag on each
              cell whose collapse / no-collapse disagrees with the paper, per-run diagnostics, the protocol,
              the data and scale, and the command that regenerates the runs
-  runs.csv   one row per run: the six switches, method, seed, status, verdict and every final metric
+  runs.csv   one row per run: the six switches, method, baseline, seed, status, verdict, every final metric and
+             linear_norm, the linear top-1 placed between the random (0) and supervised (1) baselines
   *.png      the table coloured by verdict, embedding std and RankMe over epochs, singular spectra, and for
              factorial sweeps a grid of verdicts over the six switches
 A run is placed in a table cell by its ``choices.row`` / ``choices.reg``, else by its method and switches, so
 runs of the factorial sweep and hand-made runs land in the table too. Runs are grouped into settings (scale,
-data, backbone, epochs); seeds of one cell give mean +- std.
+data, backbone, epochs); seeds of one cell give mean +- std. A setting's baseline runs (``method.baseline``:
+random, supervised) sit above its tables, never in a cell.
 """
 
 import argparse
@@ -85,6 +87,7 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     invariance = section("method").get("invariance") or _preset_invariance(method)
     return {
         "dir": str(run_dir), "sweep_dir": _sweep_dir(run_dir), "status": s.get("status"), "source": None,
+        "baseline": s.get("baseline") or section("method").get("baseline"),
         "device": s.get("device"),
         "error": s.get("error"), "verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
         "method": method, "techniques": tech, "invariance": invariance,
@@ -142,9 +145,9 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", *TECHNIQUES, "reg_geometry", "seed", "status",
-              "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed", "wall_s",
-              "embedding_dim", "chance_top1", "device")
+CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *TECHNIQUES, "reg_geometry", "seed",
+              "status", "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed",
+              "wall_s", "embedding_dim", "chance_top1", "device", "linear_norm")
 
 
 def load_csv_runs(path: Path) -> list[dict]:
@@ -259,14 +262,17 @@ def summarize_cell(runs: list[dict], seeds: list) -> dict:
         return {"text": "pending", "color": "pending", "collapse": None, "done": 0, "acc": None}
     verdicts = [r["verdict"] for r in done]
     n_col = verdicts.count("collapse")
-    accs = pd.Series([r["metrics"].get("linear_top1") for r in done
-                      if r["verdict"] not in ("collapse", "diverged")], dtype=float).dropna()
-    if n_col == len(done):
-        text = "collapse"
+    shown = [r for r in done if r["verdict"] not in ("collapse", "diverged")]
+    accs = pd.Series([r["metrics"].get("linear_top1") for r in shown], dtype=float).dropna()
+    if n_col == len(done):  # the collapsed runs' accuracy, shown only beside its place between the baselines
+        col_accs = pd.Series([r["metrics"].get("linear_top1") for r in done], dtype=float).dropna()
+        norm = _mean_norm(done)
+        text = "collapse" if norm is None or not len(col_accs) else f"collapse: {col_accs.mean():.1f}{norm}"
     elif verdicts.count("diverged") == len(done):
         text = "diverged"
     else:
-        text = f"{accs.mean():.1f}" + (f" ± {accs.std():.1f}" if len(accs) > 1 else "") if len(accs) else "n/a"
+        text = (f"{accs.mean():.1f}" + (f" ± {accs.std():.1f}" if len(accs) > 1 else "") + (_mean_norm(shown) or "")
+                if len(accs) else "n/a")
         if n_col:
             notes.insert(0, f"collapse in {n_col}/{len(done)}")
         if "dimensional_collapse" in verdicts:
@@ -281,6 +287,67 @@ def summarize_cell(runs: list[dict], seeds: list) -> dict:
     collapse = True if n_col == len(done) else (False if n_col == 0 else "mixed")
     return {"text": text, "color": color, "collapse": collapse, "done": len(done),
             "acc": float(accs.mean()) if len(accs) and n_col < len(done) else None}
+
+
+def _mean_norm(runs: list[dict]) -> str | None:
+    """' [n]': the mean of the runs' linear_norm, or None unless every run has one (no baselines)."""
+    norms = [r.get("linear_norm") for r in runs]
+    return None if not norms or any(n is None for n in norms) else f" [{sum(norms) / len(norms):.2f}]"
+
+
+# ---------------------------------------------------------------- baselines
+
+BASELINE_LABELS = {"random": "untrained backbone (`random`)", "supervised": "supervised (`supervised`)"}
+
+
+def baseline_refs(base: list[dict]) -> dict:
+    """{kind: {seed: linear_top1}} of a setting's finished baseline runs (a seed run twice: its mean)."""
+    refs = {}
+    for kind in BASELINE_LABELS:
+        by_seed = {}
+        for r in base:
+            acc = r["metrics"].get("linear_top1")
+            if r["baseline"] == kind and r["status"] == "complete" and acc is not None:
+                by_seed.setdefault(r["seed"], []).append(acc)
+        refs[kind] = {seed: sum(a) / len(a) for seed, a in by_seed.items()}
+    return refs
+
+
+def linear_norm(run: dict, refs: dict) -> float | None:
+    """(acc - random) / (supervised - random) of a run's linear top-1: 0 is the untrained backbone, 1 the
+    supervised one. Each baseline from the run's seed when it ran, else its mean over seeds; None without
+    both baselines or the run's accuracy."""
+    acc = run["metrics"].get("linear_top1")
+    ends = []
+    for kind in ("random", "supervised"):
+        by_seed = refs.get(kind) or {}
+        ends.append(by_seed.get(run["seed"], sum(by_seed.values()) / len(by_seed) if by_seed else None))
+    lo, hi = ends
+    if acc is None or lo is None or hi is None or hi == lo:
+        return None
+    return (acc - lo) / (hi - lo)
+
+
+def baselines_markdown(s: dict) -> str:
+    """The rows above each Table 4: each baseline's linear and kNN top-1 over seeds, or why it is missing."""
+    rows = []
+    for kind, label in BASELINE_LABELS.items():
+        runs = [r for r in s["baselines"] if r["baseline"] == kind]
+        done = [r for r in runs if r["status"] == "complete"]
+        if not done:
+            failed = [r for r in runs if r["status"] == "failed"]
+            why = ("failed: " + _short(failed[0]["error"]) if failed else
+                   "diverged" if any(r["status"] == "diverged" for r in runs) else "pending" if runs else
+                   "not run (re-run the sweep to add it)")
+            rows.append([label, why, "", ""])
+            continue
+        cols = []
+        for key in ("linear_top1", "knn_top1"):
+            v = pd.Series([r["metrics"].get(key) for r in done], dtype=float).dropna()
+            cols.append(f"{v.mean():.1f}" + (f" ± {v.std():.1f}" if len(v) > 1 else "") if len(v) else "n/a")
+        rows.append([label, *cols, ", ".join(map(str, sorted({r["seed"] for r in done}, key=str)))])
+    return md_table(["Baseline (same data, backbone, epochs and probe)", "linear top-1 %", "kNN top-1 %", "seeds"],
+                    rows)
 
 
 def _short(error, limit: int = 70) -> str:
@@ -315,7 +382,12 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
         r["cell"] = place(r, ref)
     settings = []
     for key in sorted({setting_of(r) for r in runs}, key=str):
-        srun = [r for r in runs if setting_of(r) == key]
+        every = [r for r in runs if setting_of(r) == key]
+        base = [r for r in every if r["baseline"]]
+        refs = baseline_refs(base)
+        for r in every:
+            r["linear_norm"] = linear_norm(r, refs)
+        srun = [r for r in every if not r["baseline"]]  # the runs that fill cells
         seeds = sorted({r["seed"] for r in srun if r["seed"] is not None}, key=str)
         tables = {}
         if any(r["cell"] for r in srun) or any(r["experiment"] == "vicreg_table4" for r in srun):
@@ -330,10 +402,11 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
                 factorial[method] = {combo: summarize_cell([r for r in mruns if _combo(r) == combo], seeds)
                                      for combo in _combos(mruns, full=any(r["experiment"] == "factorial"
                                                                           for r in mruns))}
-        named = [r["scale"] for r in srun if r["scale"]]
+        named = [r["scale"] for r in every if r["scale"]]
         scale = max(set(named), key=named.count) if named else "custom"
-        settings.append({"key": key, "scale": scale, "runs": srun, "seeds": seeds, "tables": tables,
-                         "factorial": factorial})
+        settings.append({"key": key, "scale": scale, "runs": every, "seeds": seeds, "tables": tables,
+                         "factorial": factorial, "baselines": base, "normalized": bool(refs["random"] and
+                                                                                       refs["supervised"])})
     scales = [s["scale"] for s in settings]
     for s in settings:  # file-name stem of the setting's figures
         s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else "_".join(map(str, (s["scale"], *s["key"])))
@@ -464,19 +537,20 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
     for r in runs:
         m = r["metrics"]
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
+                 f"baseline {BASELINE_LABELS.get(r['baseline'], r['baseline'])}" if r["baseline"] else
                  f"{r['method']} " + " ".join(SHORT[t] for t in TECHNIQUES if (r["techniques"] or {}).get(t)))
         where += f" [{r['reg_geometry']}]" if regularized(r) else ""
         ratio, shrink = _ratio(m, "z_std", "z_std_ref"), _ratio(m, "z_scale", "z_scale_init")
-        verdict = r["verdict"] or r["status"]
+        verdict = r["verdict"] or ("baseline" if r["baseline"] and r["status"] == "complete" else r["status"])
         why = r["verdict_reason"] or (_short(r["error"], 120) if r["status"] == "failed" else "")
         wall = "" if r["wall_s"] is None else (f"{r['wall_s']:.0f} s" if r["wall_s"] < 120 else
                                                f"{r['wall_s'] / 60:.1f} min")
         rows.append([where, r["seed"], verdict, _fmt(m.get("z_std"), 3), _fmt(m.get("z_std_ref"), 3),
                      _fmt(ratio, 2), _fmt(shrink, 2), f"{_fmt(m.get('rank_z'))} / {r['embedding_dim'] or '?'}",
                      _fmt(m.get("rank_h")), _fmt(m.get("knn_top1")), _fmt(m.get("linear_top1")),
-                     f"{r['epochs_completed']}/{r['epochs']}", wall, why])
+                     _fmt(r.get("linear_norm"), 2), f"{r['epochs_completed']}/{r['epochs']}", wall, why])
     header = ["Cell", "seed", "verdict", "z_std", "1/sqrt(d)", "ratio", "z_scale / init", "RankMe z / d",
-              "RankMe h", "kNN %", "linear %", "epochs", "wall", "why"]
+              "RankMe h", "kNN %", "linear %", "norm", "epochs", "wall", "why"]
     return md_table(header, rows)
 
 
@@ -511,14 +585,21 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
                 "Each statement the paper makes about Table 4, checked on these runs (collapse / no collapse from "
                 "the verdicts, improvements from the mean linear top-1), in each table below.", "",
                 claims_markdown(s, ref), ""]
+    norm_note = ("[n] beside an accuracy places it between the baselines above: n = (acc - random) / (supervised "
+                 "- random), the mean of each run's value with its own seed's baselines (0: no better than the "
+                 "untrained backbone, 1: as good as the supervised one); `collapse: acc [n]` gives the collapsed "
+                 "runs' accuracy, whose backbone can still carry what the initialization had. "
+                 if s["normalized"] else "No [n]: this setting lacks a finished random and supervised baseline. ")
     for mode in s["tables"]:
         text, flags = table_markdown(s, mode, ref)
         out += ["### VICReg Table 4" + ("" if mode == "auto" else f", `reg_geometry={mode}`"), "",
                 f"{GEOMETRIES[mode][0].upper()}{GEOMETRIES[mode][1:]}. "
                 "Ours: linear-probe top-1 (%) on the held-out set, mean ± std over seeds where there are several; "
-                "`collapse` where every finished seed's verdict is complete collapse. Paper: ImageNet linear "
+                "`collapse` where every finished seed's verdict is complete collapse. " + norm_note +
+                "Paper: ImageNet linear "
                 "top-1 after 100 epochs, ResNet-50 (VICReg, Table 4; † the method's original setup). "
-                "⚠ marks a cell whose collapse / no-collapse disagrees with the paper.", "", text, ""]
+                "⚠ marks a cell whose collapse / no-collapse disagrees with the paper.", "",
+                baselines_markdown(s), "", text, ""]
         out += ["Cells that disagree with the paper:", "", *flags, ""] if flags else [
             "Every finished cell agrees with the paper on collapse / no collapse.", ""]
     if s["tables"]:
@@ -704,7 +785,7 @@ def spectra_figure(plt, s: dict, ref: pd.DataFrame, path: Path) -> None:
     """Sorted eigenvalues of the embedding covariance (log scale), one panel per Var/Cov setting."""
     groups = {}
     for r in s["runs"]:
-        if r["spectrum"] and r["techniques"]:
+        if r["spectrum"] and r["techniques"] and not r["baseline"]:
             groups.setdefault((r["techniques"]["var"], r["techniques"]["cov"]), []).append(r)
     keys = sorted(groups, key=lambda k: (k[0] + k[1], k[0])) or [(False, False)]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
@@ -733,12 +814,13 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
         rows.append({
             "dir": r["dir"], "experiment": r["experiment"], "scale": r["scale"],
             "row": r["cell"][0] if r["cell"] else None, "reg": r["cell"][1] if r["cell"] else None,
-            "method": r["method"], **{t: tech.get(t) for t in TECHNIQUES},
+            "method": r["method"], "baseline": r["baseline"], **{t: tech.get(t) for t in TECHNIQUES},
             "reg_geometry": r["reg_geometry"] if regularized(r) else None, "seed": r["seed"],
             "status": r["status"], "verdict": r["verdict"], "verdict_reason": r["verdict_reason"],
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],
             "epochs_completed": r["epochs_completed"], "wall_s": r["wall_s"], "embedding_dim": r["embedding_dim"],
             "chance_top1": r["chance_top1"], "device": r["device"], **{k: r["metrics"].get(k) for k in metric_keys},
+            "linear_norm": r.get("linear_norm"),
         })
     return pd.DataFrame(rows)
 

@@ -36,10 +36,10 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def failure_summary(error: str, method: str | None, techniques: dict, seed) -> dict:
+def failure_summary(error: str, method: str | None, techniques: dict, seed, baseline: str | None = None) -> dict:
     """What a sweep records for a cell that could not train (status ``failed``)."""
     return {"schema": SCHEMA, "status": "failed", "error": error, "method": method, "techniques": techniques,
-            "seed": seed, "verdict": None, "metrics": {}}
+            "seed": seed, "verdict": None, "metrics": {}, "baseline": baseline}
 
 
 def finished_summary(summary_path: Path, keep_copy: bool = True) -> dict | None:

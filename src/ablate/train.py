@@ -32,8 +32,8 @@ from .diagnostics import (
 )
 from .logger import NullLogger, make_logger
 from .losses import SCALE_FREE
-from .method import TERMS, JointEmbedding, equivalences
-from .models import embed
+from .method import TERMS, Baseline, JointEmbedding, equivalences
+from .models import count_bn, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
 from .summary import SCHEMA, finished_summary, write_json, write_text
 
@@ -72,7 +72,7 @@ class Progress:
 
     def epoch(self, row):
         self.close()
-        log.info(f"epoch {row['epoch']}/{self.epochs} loss {row['loss']:.4f} z_std {row['z_std']:.4f} "
+        log.info(f"epoch {row['epoch']}/{self.epochs} loss {row.get('loss', math.nan):.4f} z_std {row['z_std']:.4f} "
                  f"(ref {row['z_std_ref']:.4f}) rank_z {row['rank_z']:.1f} rank_h {row['rank_h']:.1f} "
                  f"knn {row['knn_top1']:.1f}%")
 
@@ -135,10 +135,10 @@ def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
     return float(embedding_scale(z))
 
 
-def optimizer_for(model: JointEmbedding, optim_cfg, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over the online encoder and the predictor (the EMA target is not trained)."""
-    return build_optimizer(param_groups({"online": model.online, "predictor": model.predictor}, optim_cfg),
-                           optim_cfg, lr)
+def optimizer_for(model: JointEmbedding | Baseline, optim_cfg, lr: float) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's trained modules (online encoder and predictor; the EMA target
+    is not trained)."""
+    return build_optimizer(param_groups(model.trained_modules(), optim_cfg), optim_cfg, lr)
 
 
 class Stepper:
@@ -169,7 +169,8 @@ class Stepper:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
+                                                   find_unused_parameters=isinstance(model, Baseline))  # projector
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self.step, self.lr, self.tau = 0, None, None
@@ -184,19 +185,23 @@ class Stepper:
             return
         order = D.broadcast_order(torch.randperm(len(images), device=images.device))
         for s in range(self.steps_per_epoch):
-            yield images[order[s * bs + lo:s * bs + lo + self.local_batch]]
+            yield self.batch(images, order[s * bs + lo:s * bs + lo + self.local_batch])
+
+    def batch(self, images, idx):
+        return images[idx]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.update(*two_views(images, self.cfg.aug, self.size, self.mean, self.std))
 
-    def update(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """The step on two given views (the distributed test feeds identical views to 1 and N processes)."""
+    def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
+        """The step on two given views (the distributed test feeds identical views to 1 and N processes), and
+        their labels for the supervised baseline."""
         cfg = self.cfg
         self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, cfg.optim.final_lr_frac)
         set_lr(self.opt, self.lr)
         x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, terms = self.forward(x1, x2)
+            loss, terms = self.forward(x1, x2, *labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -205,22 +210,61 @@ class Stepper:
         return terms
 
 
+class SupervisedStepper(Stepper):
+    """The supervised baseline's step: the SSL step's permutation, views, optimizer and schedule, with the
+    permuted images' labels."""
+
+    def __init__(self, model: Baseline, cfg: DictConfig, data, device: torch.device, n_train: int):
+        if data.ssl_y is None:
+            raise ConfigError(f"data {cfg.data.name} has no labels for its training images; the supervised "
+                              f"baseline needs a labelled training split")
+        super().__init__(model, cfg, data, device, n_train)
+        self.labels = data.ssl_y
+
+    def batch(self, images, idx):
+        return images[idx], self.labels[idx]
+
+    def __call__(self, batch) -> torch.Tensor:
+        images, labels = batch
+        return self.update(*two_views(images, self.cfg.aug, self.size, self.mean, self.std), labels)
+
+
+@torch.no_grad()
+def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
+    """Batch norm running statistics of a never-trained encoder, from forward passes over the labelled training
+    images (eval view, train mode, cumulative average): buffers change, parameters do not, and no random
+    number is drawn. At initialization they are mean 0 and variance 1, which would leave every activation
+    unnormalized in eval mode."""
+    bns = [m for m in model.online.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    embed(model.online, data.bank_x, lambda x: eval_view(x, cfg.data.image_size, data.mean, data.std),
+          cfg.eval.batch_size, batch_stats=True)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+
+
 def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
     """channels_last for the model and its inputs: on for CUDA under ``train.channels_last=auto``."""
     return torch.channels_last if _auto(cfg.train.channels_last, device.type == "cuda") else torch.contiguous_format
 
 
-def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding, Stepper]:
-    """The model and its training step, as ``train`` uses them (also used by ``ablate.bench``)."""
+def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding | Baseline, Stepper]:
+    """The model and its training step, as ``train`` uses them (also used by ``ablate.bench``); a baseline
+    (``method.baseline``) gets its own model and, when supervised, a step with labels."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = JointEmbedding(cfg)
+    baseline = cfg.method.get("baseline")
+    model = Baseline(cfg, data.num_classes) if baseline else JointEmbedding(cfg)
     if D.world()[1] > 1:
         model = D.sync_batchnorm(model, device)
     model = model.to(device, memory_format=memory_format(cfg, device))
-    return model, Stepper(model, cfg, data, device, len(data.ssl_x))
+    stepper = SupervisedStepper if baseline == "supervised" else Stepper
+    return model, stepper(model, cfg, data, device, len(data.ssl_x))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -283,6 +327,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     state.logger_id = logger.run_id
     progress, diverged = Progress(cfg.train.epochs, stepper.steps_per_epoch), None
     last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
+    if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
+        last_epoch = state.epoch
+        if not state.last:  # (a resumed one has both in its checkpoint)
+            estimate_bn_stats(model, data, cfg)
+            record_evaluation(state, evaluation_row(state, {}, model, stepper, data, cfg, -1), model, data, cfg,
+                              run_dir if writer else None, progress, logger)
+            ckpt = checkpoint_state(state, model, stepper, cfg, device)
+            if writer:
+                save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
     for epoch in range(state.epoch, last_epoch):
         terms, diverged = train_epoch(stepper, data, cfg, progress, epoch)
         if diverged is not None:
@@ -385,7 +438,7 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
 
 def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper: "Stepper", data,
                    cfg: DictConfig, epoch: int) -> dict:
-    """The metrics.jsonl row of an evaluated epoch."""
+    """The metrics.jsonl row of an evaluated epoch (``epoch=-1``: the random baseline's row 0, untrained)."""
     diag, _ = evaluate(model, data, cfg.data.image_size, cfg)
     return {"epoch": epoch + 1, "step": stepper.step, **terms, **{k: float(v) for k, v in diag.items()},
             "z_scale_init": state.z_scale_init, "lr": stepper.lr, "tau": stepper.tau,
@@ -403,7 +456,7 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
     logger.epoch(row)
     state.last = row
     early_stop = cfg.train.get("early_stop_collapse")
-    if early_stop:
+    if early_stop and not cfg.method.get("baseline"):  # a baseline has no verdict
         scale_free = cfg.method.invariance in SCALE_FREE
         collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, scale_free)[0] == "collapse"
         state.streak = state.streak + 1 if collapsed else 0
@@ -426,6 +479,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "overrides": _overrides(), "choices": _choices(),
         "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run
+        "baseline": cfg.method.get("baseline"),  # random | supervised for the reference runs, null for SSL runs
     }
     if diverged is not None:
         summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
@@ -438,7 +492,10 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         metrics = {k: last.get(k) for k in ("knn_top1", "z_std", "z_std_ref", "z_scale", "z_scale_init", "h_std",
                                             "rank_z", "rank_h", *TERMS)}
         metrics["linear_top1"] = linear
-        v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, cfg.method.invariance in SCALE_FREE)
+        if summary["baseline"]:  # what a cell's accuracy is placed between, not a cell: no embedding verdict
+            v, reason = None, f"baseline run ({summary['baseline']}): no embedding verdict"
+        else:
+            v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, cfg.method.invariance in SCALE_FREE)
         summary.update(verdict=v, verdict_reason=reason, metrics=metrics,
                        spectrum_z=[float(x) for x in spectrum(test_z).cpu()])
     summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)
@@ -449,8 +506,24 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "eval_set": f"{len(data.test_x)} held-out {cfg.data.name} images",
         "units": "top-1 in percent",
     }
+    if summary["baseline"]:
+        summary["protocol"]["baseline"] = baseline_protocol(cfg, model, stepper, data)
     summary["wall_s"] = round(time.time() - state.t_start, 2)
     return summary
+
+
+def baseline_protocol(cfg: DictConfig, model: Baseline, stepper: "Stepper", data) -> str:
+    """How a baseline's backbone was obtained, for summary.json and the report."""
+    if cfg.method.baseline == "random":
+        bn = (f"batch norm running statistics re-estimated from {len(data.bank_x)} labelled training images "
+              f"(eval view, cumulative average; parameters untouched)" if count_bn(model.online) else
+              "no batch norm")
+        return (f"backbone at its initialization (seed {cfg.seed}, the SSL runs' initial backbone), no optimizer "
+                f"step; {bn}; then the same kNN and linear probe")
+    return (f"backbone + linear classifier on h trained with cross-entropy averaged over two augmented views "
+            f"(the SSL runs' two_views recipe), {cfg.optim.name} lr {stepper.base_lr:.4g} (cosine, "
+            f"{cfg.train.warmup_epochs} warmup epochs), {cfg.train.epochs} epochs of batch {stepper.batch_size} on "
+            f"{len(data.ssl_x)} labelled training images; then the same kNN and linear probe on the backbone")
 
 
 def write_summary(run_dir: Path, summary: dict, logger) -> None:
