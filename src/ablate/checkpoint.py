@@ -28,14 +28,31 @@ DIGEST_LEN = 64
 KEEP = ("last", "none", "all")
 
 
+def seal(payload: bytes) -> bytes:
+    """``payload`` followed by the trailer with its SHA-256 (checkpoints and data caches)."""
+    return payload + TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+
+
+def unseal(data: bytes) -> bytes:
+    """The payload of ``seal``'s output; ValueError when the trailer is missing or the digest does not match."""
+    cut = data.rfind(TRAILER)
+    if cut < 0:
+        raise ValueError("no integrity trailer (truncated, or not written by ablate)")
+    payload, digest = data[:cut], data[cut + len(TRAILER):].strip()
+    if len(digest) != DIGEST_LEN:
+        raise ValueError("truncated integrity trailer")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("checksum mismatch (corrupted)")
+    return payload
+
+
 def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:
     """Write ``state`` as the run's checkpoint (``keep=all``: also as ``checkpoint.epochN.pt``); on an OSError
     (a full disk, say) log why, keep the previous checkpoint and return False: losing one checkpoint must not
     kill the run."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    payload = buf.getvalue()
-    data = payload + TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    data = seal(buf.getvalue())
     path, prev = run_dir / CURRENT, run_dir / PREVIOUS
     try:
         atomic_write(path, lambda tmp: _write_synced(tmp, data), previous=prev)
@@ -69,15 +86,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def read_checkpoint(path: Path) -> dict:
     """Load one checkpoint file, verifying its digest; raises ValueError saying what is wrong."""
-    data = path.read_bytes()
-    cut = data.rfind(TRAILER)
-    if cut < 0:
-        raise ValueError("no integrity trailer (truncated, or not an ablate checkpoint)")
-    payload, digest = data[:cut], data[cut + len(TRAILER):].strip()
-    if len(digest) != DIGEST_LEN:
-        raise ValueError("truncated integrity trailer")
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
-        raise ValueError("checksum mismatch (corrupted)")
+    payload = unseal(path.read_bytes())
     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "epoch" not in state:
         raise ValueError("not an ablate checkpoint")

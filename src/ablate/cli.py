@@ -1,7 +1,9 @@
 """``python -m ablate``: check the command line against the config tree, then hand it to Hydra."""
 
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -9,8 +11,19 @@ from omegaconf import DictConfig
 
 from .config import group_options, groups, techniques
 from .errors import AblateError, ConfigError
-from .hydra_args import default_groups, is_info, override_args
+from .hydra_args import (
+    default_groups,
+    is_info,
+    is_multirun,
+    order_groups,
+    override_args,
+    override_key,
+    sweep_args,
+)
+from .rundir import WRITE_ERRORS, RunLock, check_run_dir, unique_dir, write_problem
 from .summary import failure_summary, write_json
+
+SWEEP = {"cells": 0, "failed": []}  # this process's sweep cells, for the exit status
 
 log = logging.getLogger("ablate")
 
@@ -39,6 +52,9 @@ def check_overrides(args: list[str]) -> None:
     in_defaults = None
     for o in overrides:
         group = o.key_or_group
+        if o.type == OverrideType.ADD and group not in known and not group.startswith("hydra."):
+            raise ConfigError(f"{o.input_line} adds a key that nothing reads; drop the '+' to change a setting "
+                              f"(python -m ablate +method=NAME -c job lists them)")
         if group not in known or o.package:
             continue
         chosen.add(group)
@@ -68,25 +84,63 @@ def _multirun() -> bool:
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if _multirun():
+        _run_cell(cfg, run_dir)
+        return
     from .train import train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = train(cfg, run_dir)
     except AblateError as e:  # config, data and checkpoint errors: one line, no traceback
-        if _multirun():
-            _record_failure(run_dir, cfg, f"config error: {e}")
-            return
         _fail(str(e))
-    except Exception as e:  # a crashing cell must not stop a sweep
-        if not _multirun():
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
             raise
-        log.exception("run failed")
-        _record_failure(run_dir, cfg, f"{type(e).__name__}: {e}")
-        return
-    if summary.get("verdict") == "diverged" and not _multirun():
+        _fail(str(write_problem(run_dir, e)))
+    if summary.get("verdict") == "diverged":
         _fail(f"training diverged ({summary['verdict_reason']}); summary written to {run_dir / 'summary.json'}",
               code=1)
+
+
+def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
+    """One sweep cell: a failure is recorded in its directory and printed in one line; the sweep goes on."""
+    from .train import train
+
+    SWEEP["cells"] += 1
+    try:
+        lock = RunLock(run_dir).acquire()
+    except AblateError as e:  # another process trains this cell: leave its directory alone
+        _cell_failed(run_dir, str(e))
+        return
+    try:
+        try:
+            skip = check_run_dir(run_dir, cfg)
+        except AblateError as e:  # another config's run: nothing is written there
+            _cell_failed(run_dir, str(e))
+            return
+        if skip is not None:
+            log.warning(skip)
+            return
+        lock.claim()
+        train(cfg, run_dir)
+    except AblateError as e:
+        _cell_failed(run_dir, f"config error: {e}", cfg)
+    except Exception as e:  # a crashing cell must not stop a sweep
+        (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        _cell_failed(run_dir, f"{type(e).__name__}: {e}", cfg)
+    finally:
+        lock.release()
+
+
+def _cell_failed(run_dir: Path, why: str, cfg: DictConfig | None = None) -> None:
+    """Print the cell's failure in one line (its traceback, if any, is in traceback.txt); with ``cfg``, record
+    it as the cell's summary (status failed)."""
+    why = " ".join(why.split())
+    SWEEP["failed"].append(run_dir.name)
+    print(f"ablate: cell {run_dir} failed: {why}", file=sys.stderr, flush=True)
+    if cfg is not None:
+        _record_failure(run_dir, cfg, why)
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
@@ -97,11 +151,73 @@ def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
                                                          method.get("baseline") if method is not None else None))
 
 
+CONFIG_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
+
+
+def preflight(args: list[str]) -> tuple[RunLock | None, list[str]]:
+    """A single run, before Hydra writes anything: compose the config as Hydra will, check it and the run
+    directory (a finished or another config's run is left byte-identical), then lock the directory for the
+    whole run. A default directory is made unique to this process. Returns the lock and the arguments."""
+    if os.environ.get("RANK", "0") != "0" or any(a.split("=", 1)[0] in CONFIG_FLAGS for a in args):
+        return None, args  # torchrun: rank 0 locks; another config tree: Hydra's own handling
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf, open_dict
+
+    from .config import check_config
+
+    overrides = override_args(args)
+    try:
+        with initialize_config_module("ablate.conf", version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    except Exception:  # Hydra reports its own composition errors when it composes again
+        return None, args
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_config(cfg)
+    if not any(override_key(o) == "hydra.run.dir" for o in overrides):
+        try:
+            run_dir = unique_dir(run_dir)
+        except OSError as e:
+            raise write_problem(run_dir, e) from None
+        args = [*args, f"hydra.run.dir={run_dir}"]
+    lock = RunLock(run_dir)
+    if lock.path.exists():  # no file is created before the checks
+        lock.acquire(create=False)
+    try:
+        skip = check_run_dir(run_dir, cfg)
+        if skip is not None:
+            print(f"ablate: {skip}", file=sys.stderr)
+            sys.exit(0)
+        if lock.fd is None:
+            lock.acquire()
+        lock.claim()
+    except BaseException:
+        lock.release()
+        raise
+    return lock, args
+
+
 def main() -> None:
-    args = sys.argv[1:]
+    args, lock = order_groups(sys.argv[1:]), None
     if not is_info(args):
         try:
             check_overrides(args)
+            if is_multirun(args):
+                args = sweep_args(args)
+            else:
+                lock, args = preflight(args)
         except AblateError as e:
             _fail(str(e))
-    _hydra_main()
+    sys.argv[1:] = args
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume from the last checkpoint", code=130)
+    finally:
+        if lock is not None:
+            lock.release()
+    if SWEEP["failed"]:
+        names = ", ".join(SWEEP["failed"][:3]) + (", ..." if len(SWEEP["failed"]) > 3 else "")
+        _fail(f"{len(SWEEP['failed'])} of {SWEEP['cells']} sweep cells failed ({names}); the reasons are "
+              f"printed above and in each cell's summary.json", code=1)

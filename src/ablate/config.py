@@ -39,12 +39,54 @@ def _finite_nonneg(value, name: str) -> None:
         raise ConfigError(f"{name}={value} must be finite and >= 0; set {name} to a value like 1.0")
 
 
+def _int(value, name: str, low: int, hint: str = "", allow_null: bool = False) -> None:
+    """``value`` must be an integer >= ``low`` (or null when ``allow_null``)."""
+    if value is None and allow_null:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        null = " (or null for all)" if allow_null else ""
+        raise ConfigError(f"{name}={value} must be an integer >= {low}{null}{hint}")
+
+
+def _check_run(cfg: DictConfig) -> None:
+    """Seed, device, model width and evaluation settings: values that would train but report wrong numbers."""
+    _int(cfg.seed, "seed", 0)
+    device = str(cfg.device)
+    if device != "auto":
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise ConfigError(f"device={device} is unknown; choose auto, cpu or cuda[:N]") from None
+        if kind not in ("cpu", "cuda"):
+            raise ConfigError(f"device={device} is not supported; choose auto, cpu or cuda[:N]")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but CUDA is not available here; set device=cpu (or auto)")
+    mult = cfg.model.head_width_mult
+    _finite_nonneg(mult, "model.head_width_mult")
+    if float(mult) <= 0:
+        raise ConfigError(f"model.head_width_mult={mult} must be > 0 (it scales every head width)")
+    e = cfg.eval
+    _int(e.every, "eval.every", 1, " (epochs between evaluations)")
+    _int(e.batch_size, "eval.batch_size", 1)
+    _int(e.knn_k, "eval.knn_k", 1, " (neighbours that vote)")
+    _finite_nonneg(e.knn_t, "eval.knn_t")
+    for k in ("bank_size", "test_size"):
+        _int(e[k], f"eval.{k}", 1, allow_null=True)
+    _int(e.linear.epochs, "eval.linear.epochs", 1, " (the probe must train to report an accuracy)")
+    _int(e.linear.batch_size, "eval.linear.batch_size", 1)
+    _finite_nonneg(e.linear.lr, "eval.linear.lr")
+    _finite_nonneg(e.linear.weight_decay, "eval.linear.weight_decay")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError (DataError for a missing path) on the first problem found. Cheap: touches no data and
     builds no model. Names are checked against the registries of losses, models, data and optim."""
     if cfg.get("method") is None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: "
                           f"{', '.join(group_options('method'))}")
+    _check_run(cfg)
     _check_switches(cfg)
     _check_training(cfg)
     _check_data(cfg)
@@ -120,6 +162,8 @@ def _check_training(cfg: DictConfig) -> None:
                           f"or batchnorm=none")
     if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs} must be an integer >= 1")
+    _int(cfg.train.warmup_epochs, "train.warmup_epochs", 0)
+    _int(cfg.train.log_every, "train.log_every", 1)
     early_stop = cfg.train.get("early_stop_collapse")
     if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
         raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
@@ -137,6 +181,12 @@ def _check_data(cfg: DictConfig) -> None:
     d = cfg.data
     if d.name not in DATASETS:
         raise ConfigError(f"unknown dataset '{d.name}'; choose data= one of: {', '.join(DATASETS)}")
+    _int(d.image_size, "data.image_size", 8, " (pixels)")
+    if d.get("num_classes") is not None:
+        _int(d.num_classes, "data.num_classes", 2, "; null counts the classes")
+    if d.name == "shapes":
+        _int(d.train_size, "data.train_size", 1)
+        _int(d.test_size, "data.test_size", 1)
     check_paths(d)
     if d.name == "shapes" and d.train_size < cfg.train.batch_size:
         raise ConfigError(f"data.train_size={d.train_size} is smaller than train.batch_size="

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -11,8 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import seal, unseal
 from .errors import DataError
 from .summary import atomic_write
+
+log = logging.getLogger("ablate")
 
 DATASETS = ("shapes", "cifar10", "cifar100", "stl10", "folder", "npz")
 PALETTE = torch.tensor([[0.95, 0.85, 0.3], [0.4, 0.9, 0.95], [0.95, 0.5, 0.85]])
@@ -158,23 +162,83 @@ def _decode_jpegs(buf, offsets):
     return np.stack(imgs)
 
 
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_JPEG = ("train_jpeg", "train_offsets", "test_jpeg", "test_offsets", "y_train", "y_test")
+
+
+def _check_npz(arrays: dict, path: Path) -> None:
+    """Images uint8 [N, H, W, 3], labels integer [N]: anything else would train on wrong pixels or crash late."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            hint = " (NCHW: store them as N, H, W, 3)" if x.ndim == 4 and x.shape[1] == 3 else ""
+            raise DataError(f"{path}: x_{split} has shape {x.shape}; expected uint8 images [N, H, W, 3]{hint}")
+        if x.dtype != np.uint8:
+            raise DataError(f"{path}: x_{split} is {x.dtype}; expected uint8 pixels 0..255 (convert with "
+                            f"(x * 255).round().astype(np.uint8) if they are floats in [0, 1])")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
+            raise DataError(f"{path}: y_{split} is {y.dtype} {y.shape}; expected {len(x)} integer labels")
+
+
+def _load_cache(path: Path, load):
+    """``load(BytesIO)`` of a verified cache entry, or None (missing, or failing its checksum: rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        return load(io.BytesIO(unseal(path.read_bytes())))
+    except Exception as e:  # a damaged entry is rebuilt, never trained on
+        log.warning("cache entry %s is unusable (%s); decoding again", path, e)
+        return None
+
+
+def _save_cache(path: Path, save) -> None:
+    buf = io.BytesIO()
+    save(buf)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_bytes(seal(buf.getvalue())))
+    except OSError as e:  # a cache that cannot be written costs a decode next time, nothing more
+        log.warning("could not write the cache entry %s (%s)", path, e)
+
+
+def _npz_cache(cfg, f, path: Path) -> dict:
+    """JPEG bytes: decode once, cache the arrays keyed by the file's content hash."""
+    digest = hashlib.sha1(f["train_offsets"].tobytes() + f["test_offsets"].tobytes()).hexdigest()[:12]
+    cache = Path(str(cfg.cache_dir)).expanduser() / f"{path.stem}-{digest}-decoded.npz"
+
+    def load(buf):
+        with np.load(buf) as c:
+            return {k: c[k] for k in c.files}
+
+    arrays = _load_cache(cache, load)
+    if arrays is None:
+        try:
+            arrays = {"x_train": _decode_jpegs(f["train_jpeg"], f["train_offsets"]),
+                      "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]),
+                      "y_train": f["y_train"], "y_test": f["y_test"]}
+        except (OSError, ValueError, IndexError) as e:
+            raise DataError(f"{path}: cannot decode its JPEG bytes ({e})") from None
+        _save_cache(cache, lambda buf: np.savez(buf, **arrays))
+    return arrays
+
+
 def _npz(cfg) -> dict:
     path = Path(str(cfg.path)).expanduser()
-    with np.load(path) as f:
-        if "x_train" in f:
-            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        else:  # JPEG bytes: decode once, cache the arrays keyed by the file's content hash
-            digest = hashlib.sha1(f["train_offsets"].tobytes() + f["test_offsets"].tobytes()).hexdigest()[:12]
-            cache = Path(str(cfg.cache_dir)) / f"{path.stem}-{digest}-decoded.npz"
-            if cache.exists():
-                with np.load(cache) as c:
-                    arrays = {k: c[k] for k in c.files}
+    try:
+        with np.load(path) as f:
+            keys = set(f.files)
+            if set(NPZ_ARRAYS) <= keys:
+                arrays = {k: f[k] for k in NPZ_ARRAYS}
+            elif set(NPZ_JPEG) <= keys:
+                arrays = _npz_cache(cfg, f, path)
             else:
-                arrays = {"x_train": _decode_jpegs(f["train_jpeg"], f["train_offsets"]),
-                          "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]),
-                          "y_train": f["y_train"], "y_test": f["y_test"]}
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(cache, lambda tmp: np.savez(tmp, **arrays))
+                raise DataError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; expected "
+                                f"{', '.join(NPZ_ARRAYS)} (or JPEG bytes: {', '.join(NPZ_JPEG)})")
+    except (OSError, ValueError) as e:  # not an npz, truncated, pickled objects
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path} is not a readable npz ({e})") from None
+    _check_npz(arrays, path)
     train_x = _nhwc(arrays["x_train"])
     return dict(ssl_x=train_x, bank_x=train_x, bank_y=torch.from_numpy(arrays["y_train"]).long(),
                 test_x=_nhwc(arrays["x_test"]), test_y=torch.from_numpy(arrays["y_test"]).long())
@@ -188,37 +252,69 @@ def _folder_dataset(cfg, split):
     return tvd.ImageFolder(str(Path(str(cfg.root)).expanduser() / split), transform=tf)
 
 
-def _decode(ds, indices, workers: int):
-    """Decode ``indices`` of an ImageFolder into uint8 [N, 3, S, S] with DataLoader workers."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, indices), batch_size=256,
+class _Checked(torch.utils.data.Dataset):
+    """An ImageFolder whose unreadable files come back as a blank image and the error, not as an exception
+    inside a worker process."""
+
+    def __init__(self, ds, size: int):
+        self.ds, self.size = ds, size
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        try:
+            x, y = self.ds[i]
+            return x, y, ""
+        except Exception as e:  # PIL raises several types on empty or corrupt files
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, f"{type(e).__name__}: {e}"
+
+
+def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
+    """Decode ``indices`` of an ImageFolder into uint8 [N, 3, S, S] with DataLoader workers. An unreadable
+    file is a DataError naming it, or with ``skip_bad`` is left out (counted in a warning)."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Checked(ds, size), indices), batch_size=256,
                                          num_workers=workers)
-    xs, ys = zip(*loader) if len(indices) else ((), ())
-    return torch.cat(xs), torch.cat(ys)
+    xs, ys, errors = [torch.empty(0, 3, size, size, dtype=torch.uint8)], [torch.empty(0, dtype=torch.long)], []
+    for x, y, err in loader:
+        xs.append(x)
+        ys.append(y)
+        errors.extend(err)
+    x, y = torch.cat(xs), torch.cat(ys)
+    bad = [j for j, e in enumerate(errors) if e]
+    if bad:
+        first = ds.samples[indices[bad[0]]][0]
+        if not skip_bad:
+            raise DataError(f"cannot read image {first} ({' '.join(errors[bad[0]].split())}; {len(bad)} unreadable "
+                            f"file(s) in all): fix or remove it, or set data.skip_bad=true to skip such files")
+        log.warning("skipped %d unreadable image file(s) (data.skip_bad=true), the first %s", len(bad), first)
+        keep = torch.tensor([not e for e in errors])
+        x, y = x[keep], y[keep]
+    return x, y
 
 
 def _folder_cache_path(cfg, ds, split, n):
-    """Cache key: the file list, sizes and mtimes, the image size and how many images are kept."""
-    h = hashlib.sha1(f"{cfg.image_size}:{n}".encode())
+    """Cache key: the file list, sizes and mtimes, the image size, how many images are kept and skip_bad."""
+    h = hashlib.sha1(f"{cfg.image_size}:{n}:{bool(cfg.get('skip_bad'))}".encode())
     for path, _ in ds.samples:
         st = os.stat(path)
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return Path(str(cfg.cache_dir)) / f"folder-{split}-{h.hexdigest()[:16]}.pt"
+    return Path(str(cfg.cache_dir)).expanduser() / f"folder-{split}-{h.hexdigest()[:16]}.pt"
 
 
 def _folder_split(cfg, split, keep=None, seed=0):
-    """Decoded uint8 images of one split (all, or ``keep`` random ones), cached so a second run does not
-    decode again."""
+    """Decoded uint8 images of one split (all, or ``keep`` random ones), cached with a checksum that every
+    read verifies, so a second run does not decode again."""
     ds = _folder_dataset(cfg, split)
     n = len(ds) if keep is None else min(keep, len(ds))
     cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
-    if cache is not None and cache.exists():
-        x, y = torch.load(cache, weights_only=True).values()
-        return x, y, ds
+    cached = _load_cache(cache, lambda buf: torch.load(buf, weights_only=True)) if cache is not None else None
+    if cached is not None:
+        return cached["x"], cached["y"], ds
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    x, y = _decode(ds, idx, cfg.get("workers", 0))
+    x, y = _decode(ds, idx, cfg.get("workers", 0), bool(cfg.get("skip_bad")), cfg.image_size)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, lambda tmp: torch.save({"x": x, "y": y}, tmp))
+        _save_cache(cache, lambda buf: torch.save({"x": x, "y": y}, buf))
     return x, y, ds
 
 
@@ -263,6 +359,21 @@ def _subset(x, y, n, g):
     return x, y
 
 
+def _check_labels(cfg, *labels) -> int:
+    """The number of classes; DataError for labels outside [0, num_classes) or a single class (kNN and
+    linear accuracy would read 100%)."""
+    if any(len(y) == 0 for y in labels):
+        raise DataError(f"the {cfg.name} data has an empty split; every split needs labelled images")
+    lo, hi = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
+    num_classes = cfg.num_classes or hi + 1
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"labels of the {cfg.name} data span [{lo}, {hi}], outside [0, {num_classes}); fix the "
+                        f"labels or set data.num_classes")
+    if len(torch.unique(torch.cat([y.flatten() for y in labels]))) < 2:
+        raise DataError(f"the {cfg.name} data has a single class; kNN and linear accuracy need at least two")
+    return num_classes
+
+
 def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
     """Load the dataset named by ``cfg.name`` on the CPU; the caller moves it to the device once."""
     if cfg.name not in DATASETS:
@@ -287,6 +398,6 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
         mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else bank_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
-    num_classes = cfg.num_classes or int(max(bank_y.max(), test_y.max())) + 1
+    num_classes = _check_labels(cfg, bank_y, test_y)
     return Data(ssl_x=ssl_x, bank_x=bank_x, bank_y=bank_y.long(), test_x=test_x, test_y=test_y.long(),
                 num_classes=num_classes, mean=mean, std=std, ssl_y=None if ssl_y is None else ssl_y.long())

@@ -19,6 +19,39 @@ def is_info(args: list[str]) -> bool:
     return any(a.split("=", 1)[0] in INFO_FLAGS for a in args)
 
 
+def is_multirun(args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in args)
+
+
+def override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def order_groups(args: list[str]) -> list[str]:
+    """``args`` with every ``reg`` selection moved after the method or row it overrides (its options override
+    ``/var`` and ``/cov``, which only a method puts in the defaults list), the rest in their order."""
+    overrides = override_args(args)
+    regs = [a for a in overrides if override_key(a) == "reg"]
+    base = [i for i, a in enumerate(args) if a in overrides and override_key(a) in ("method", "row")]
+    if not regs or not base or args.index(regs[-1]) > base[-1]:
+        return args
+    rest = [a for a in args if a not in regs]
+    at = rest.index(args[base[-1]]) + 1
+    return rest[:at] + regs + rest[at:]
+
+
+def sweep_args(args: list[str]) -> list[str]:
+    """A sweep's single ``+reg=X`` as the one-option sweep ``+reg=choice(X)``: Hydra then applies it per cell,
+    after the experiment's ``+row``, instead of to the sweep's own config, which holds no method yet."""
+    out = []
+    for a in args:
+        key, _, value = a.partition("=")
+        if a in override_args(args) and key == "+reg" and value and "," not in value and "(" not in value:
+            a = f"{key}=choice({value})"
+        out.append(a)
+    return out
+
+
 def override_args(args: list[str]) -> list[str]:
     """The overrides on a command line: every argument that is not a flag nor a flag's value."""
     out, skip = [], False

@@ -64,5 +64,6 @@ def finished_summary(summary_path: Path, keep_copy: bool = True) -> dict | None:
     keep = summary_path.with_name(summary_path.name + ".unreadable")
     if keep_copy and not keep.exists():
         keep.write_bytes(summary_path.read_bytes())
-    raise ConfigError(f"{summary_path} {problem}; it may hold a finished run, so nothing was overwritten (copy "
-                      f"in {keep.name}): move it away to train here, or choose another hydra.run.dir")
+    copy = f" (copy in {keep.name})" if keep.exists() else ""
+    raise ConfigError(f"{summary_path} {problem}; it may hold a finished run, so nothing was overwritten{copy}: "
+                      f"move it away to train here, or choose another hydra.run.dir")

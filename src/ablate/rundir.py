@@ -1,0 +1,132 @@
+"""One run per directory: an exclusive lock held for the whole run, and the checks that refuse or skip a run
+before anything is written into its directory."""
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import AblateError, ConfigError
+from .summary import finished_summary
+
+LOCK = ".ablate.lock"
+WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
+
+
+class RunDirError(AblateError):
+    """A run directory that is in use, or cannot be written."""
+
+
+def write_problem(path: Path, e: OSError) -> RunDirError:
+    """The one line for an output directory that cannot be written (read-only, full, not a directory)."""
+    why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+    return RunDirError(f"cannot write to {path} ({why}); choose a writable hydra.run.dir (or hydra.sweep.dir)")
+
+
+class RunLock:
+    """``flock`` on ``RUN_DIR/.ablate.lock``: the OS releases it when the process ends, a SIGKILL included, so a
+    crashed run never blocks its own resume. The file holds the holder's pid, host and start time."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.path, self.fd = Path(run_dir), Path(run_dir) / LOCK, None
+
+    def acquire(self, create: bool = True) -> "RunLock":
+        """Take the lock (creating the directory and file when ``create``); RunDirError names the holder."""
+        try:
+            if create:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except OSError as e:
+            raise write_problem(self.run_dir, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirError(f"{self.run_dir} is in use by another run ({self.holder()}); wait for it to end, "
+                              f"or choose another hydra.run.dir") from None
+        self.fd = fd
+        return self
+
+    def holder(self) -> str:
+        try:
+            h = json.loads(self.path.read_text())
+            return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    def claim(self) -> None:
+        """Write this process into the lock file (only once it is sure to run here)."""
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n"
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, info.encode(), 0)
+        except OSError as e:
+            raise write_problem(self.run_dir, e) from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def unique_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that this process creates (mkdir is atomic, so two
+    processes started in the same second never share one)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunDirError(f"no free run directory next to {base}")
+
+
+def _stored_config(run_dir: Path) -> dict | None:
+    """The config the run in ``run_dir`` trained: its checkpoint's, else its config.yaml (logger left out)."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        config = ckpt["config"]
+        if isinstance(config.get("stop_grad"), dict):  # a field nothing read, in older checkpoints
+            config["stop_grad"].pop("branch", None)
+        return config
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        config.pop("logger", None)
+        return config
+    return None
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig) -> str | None:
+    """Read-only: None when ``cfg`` may train (or resume) in ``run_dir``; the line to print when it holds the
+    same config's finished run (skip). ConfigError when it holds another config's run, finished or not."""
+    from .train import _config_diff, _resumable_config
+
+    if not run_dir.is_dir():
+        return None
+    finished = finished_summary(run_dir / "summary.json", keep_copy=False)
+    stored = _stored_config(run_dir) if finished is not None or (run_dir / "checkpoint.pt").exists() \
+        or (run_dir / "checkpoint.prev.pt").exists() else None
+    diff = _config_diff(stored, _resumable_config(cfg)) if stored is not None else []
+    keys = "; ".join(diff[:4]) + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
+    if finished is not None:
+        if diff:
+            raise ConfigError(f"{run_dir} already holds a finished run of another config ({keys}); nothing was "
+                              f"changed: choose another hydra.run.dir to train this one")
+        return f"{run_dir} already holds a finished run of this config; leaving it as it is (choose another " \
+               f"hydra.run.dir to train again)"
+    if diff:
+        raise ConfigError(f"{run_dir} holds an unfinished run of another config ({keys}); nothing was changed: "
+                          f"run that command to resume it, or choose another hydra.run.dir")
+    return None
