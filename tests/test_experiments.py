@@ -80,7 +80,8 @@ def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path
             "+reg=none", "optim.name=bogus,sgd", *TINY, f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode == 1, first.stderr[-2000:]  # after every cell ran, with a count
+    assert "ablate: error: 1 of 2 sweep cells failed" in first.stderr
     summaries = {p.parent.name: p for p in sweep.glob("*/summary.json") if not p.parent.name.startswith("baseline=")}
     assert len(summaries) == 2
     bad = next(p for name, p in summaries.items() if "optim.name=bogus" in name)
@@ -91,7 +92,7 @@ def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path
 
     before = good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()
     second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 1, second.stderr[-2000:]  # the bogus cell fails again
     assert "already holds a finished run" in second.stdout + second.stderr
     assert (good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()) == before
     assert json.loads(bad.read_text())["status"] == "failed"  # a failed cell is tried again, not skipped

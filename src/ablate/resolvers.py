@@ -6,7 +6,7 @@ import os
 
 from omegaconf import OmegaConf
 
-MAX_DIRNAME = 200  # bytes; file systems allow 255 per name
+MAX_DIRNAME = 255  # bytes per name on common file systems: every name that worked before stays as it was
 
 
 def short_dirname(name: str) -> str:
