@@ -56,7 +56,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     r = ablate(*ARGS, "var=hinge", f"hydra.run.dir={run}", cwd=tmp_path)
     line = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and line.startswith("ablate: error: ")
-    assert "checkpoint of another configuration (var: None -> " in line
+    assert "holds an unfinished run of another config (var: None -> " in line  # checked before Hydra writes
     r = ablate(*ARGS, f"hydra.run.dir={run}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resuming from the epoch 1 checkpoint" in r.stdout + r.stderr
