@@ -256,8 +256,10 @@ def test_a_table4_subset_given_as_reg_alone_runs(tmp_path):
     r = run_ablate("-m", "+experiment=vicreg_table4", "+reg=none", "+row=byol", *TINY,
                    f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    summaries = list((tmp_path / "m").glob("*/summary.json"))
+    summaries = [p for p in (tmp_path / "m").glob("*/summary.json") if not p.parent.name.startswith("baseline=")]
     assert len(summaries) == 1 and json.loads(summaries[0].read_text())["method"] == "byol"
+    assert sorted(p.parent.name for p in (tmp_path / "m").glob("baseline=*/summary.json")) == [
+        "baseline=random,seed=0", "baseline=supervised,seed=0"]  # the sweep's baselines, once
 
 
 def test_a_corrupted_cache_entry_is_rebuilt(tmp_path, caplog):
