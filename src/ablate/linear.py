@@ -47,7 +47,9 @@ def _features(backbone, images, view, batch_size):
 def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd",
                 weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02, crop_min: float = 0.08,
                 seed: int | None = None, device: str = "cpu", progress: bool | None = None, feature_bn: bool = True) -> dict:
-    """Train and score the linear head on ``run_dir``'s newest checkpoint; returns the result dict."""
+    """Train and score the linear head on ``run_dir``'s newest checkpoint; returns the result dict. Longer than
+    60 lines on purpose: the whole protocol (data, head, schedule, loop, scoring) reads top to bottom in one place,
+    as a paper states it."""
     t0 = time.time()
     state, cfg = load_run(run_dir)
     seed = cfg.seed if seed is None else seed

@@ -573,13 +573,10 @@ def regen_commands(runs: list[dict]) -> list[str]:
     return list(dict.fromkeys(cmds))
 
 
-def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
-    (data, backbone, epochs), scale = s["key"], s["scale"]
-    runs = s["runs"]
-    n = {k: sum(r["status"] == k for r in runs) for k in (*STATUSES, "pending")}
-    out = [f"## Setting `{scale}`: {data}, {backbone}, {epochs} epochs", "",
-           f"{len(runs)} runs found: {n['complete']} complete, {n['diverged']} diverged, {n['failed']} failed, "
-           f"{n['pending']} started and unfinished; seeds {', '.join(map(str, s['seeds'])) or 'none'}.", ""]
+def tables_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
+    """The claims table, then one Table 4 per reg_geometry with its baselines and flags, then failed and
+    diverged runs."""
+    runs, out = s["runs"], []
     if s["tables"]:
         out += ["### The paper's claims", "",
                 "Each statement the paper makes about Table 4, checked on these runs (collapse / no collapse from "
@@ -611,15 +608,12 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
             out += ["Diverged runs (non-finite loss; no accuracy, counted as not collapsed):", "",
                     *(f"- `{r['dir']}`: {r['verdict_reason']}, after {r['epochs_completed']}/{r['epochs']} epochs"
                       for r in diverged), ""]
-    for method, cells in s["factorial"].items():
-        out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
-    out += ["### Diagnostics per run", "",
-            "z_std: std of l2-normalized embeddings over the held-out set (1/sqrt(d) for an isotropic "
-            "embedding, 0 under collapse), the collapse test for the cosine losses of BYOL and SimSiam; "
-            "z_scale / init: raw spread of z (sqrt of the mean per-dimension variance) over its value before "
-            "training, the collapse test for VICReg, whose loss sees raw vectors up to a common offset (blank "
-            "where the run predates it); RankMe: effective rank of the embeddings z and backbone features h.",
-            "", diagnostics_markdown(runs, ref), ""]
+    return out
+
+
+def provenance_markdown(s: dict) -> list[str]:
+    """Protocol, data, scale and the commands (or earlier runs.csv) the runs came from."""
+    (data, backbone, epochs), scale, runs, out = s["key"], s["scale"], s["runs"], []
     done = [r for r in runs if r["status"] in FINISHED]
     out += ["### Protocol, data and scale", ""]
     for key in ("linear_top1", "knn_top1", "eval_set"):
@@ -637,6 +631,27 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
         n_src = sum(r["source"] == src for r in runs)
         out += [f"{n_src} runs are read from `{src}`, an earlier report's table of runs (final metrics and "
                 f"verdicts only: no curves or spectra in the figures).", ""]
+    return out
+
+
+def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
+    (data, backbone, epochs), scale = s["key"], s["scale"]
+    runs = s["runs"]
+    n = {k: sum(r["status"] == k for r in runs) for k in (*STATUSES, "pending")}
+    out = [f"## Setting `{scale}`: {data}, {backbone}, {epochs} epochs", "",
+           f"{len(runs)} runs found: {n['complete']} complete, {n['diverged']} diverged, {n['failed']} failed, "
+           f"{n['pending']} started and unfinished; seeds {', '.join(map(str, s['seeds'])) or 'none'}.", ""]
+    out += tables_markdown(s, ref)
+    for method, cells in s["factorial"].items():
+        out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
+    out += ["### Diagnostics per run", "",
+            "z_std: std of l2-normalized embeddings over the held-out set (1/sqrt(d) for an isotropic "
+            "embedding, 0 under collapse), the collapse test for the cosine losses of BYOL and SimSiam; "
+            "z_scale / init: raw spread of z (sqrt of the mean per-dimension variance) over its value before "
+            "training, the collapse test for VICReg, whose loss sees raw vectors up to a common offset (blank "
+            "where the run predates it); RankMe: effective rank of the embeddings z and backbone features h.",
+            "", diagnostics_markdown(runs, ref), ""]
+    out += provenance_markdown(s)
     figs = [table_png(s, mode) for mode in s["tables"]]
     figs += [f"std_{s['slug']}.png", f"scale_{s['slug']}.png", f"rank_{s['slug']}.png", f"spectra_{s['slug']}.png"]
     figs += [f"factorial_{s['slug']}_{m}.png" for m in s["factorial"]]

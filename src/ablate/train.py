@@ -329,13 +329,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
     if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
         last_epoch = state.epoch
-        if not state.last:  # (a resumed one has both in its checkpoint)
-            estimate_bn_stats(model, data, cfg)
-            record_evaluation(state, evaluation_row(state, {}, model, stepper, data, cfg, -1), model, data, cfg,
-                              run_dir if writer else None, progress, logger)
-            ckpt = checkpoint_state(state, model, stepper, cfg, device)
-            if writer:
-                save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
+        evaluate_untrained(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
     for epoch in range(state.epoch, last_epoch):
         terms, diverged = train_epoch(stepper, data, cfg, progress, epoch)
         if diverged is not None:
@@ -355,6 +349,20 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         write_summary(run_dir, summary, logger)
         finish_checkpoints(run_dir, cfg.checkpoint.keep)
     return summary
+
+
+def evaluate_untrained(state: RunState, model, stepper: "Stepper", data, cfg: DictConfig, device: torch.device,
+                       run_dir: Path | None, progress: "Progress", logger) -> None:
+    """The random baseline's one evaluation (epoch 0) after estimating BN statistics, and its checkpoint; a
+    resumed run has both already."""
+    if state.last:
+        return
+    estimate_bn_stats(model, data, cfg)
+    record_evaluation(state, evaluation_row(state, {}, model, stepper, data, cfg, -1), model, data, cfg, run_dir,
+                      progress, logger)
+    ckpt = checkpoint_state(state, model, stepper, cfg, device)
+    if run_dir is not None:
+        save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
 
 
 def _log_switches(cfg: DictConfig) -> None:
