@@ -16,6 +16,7 @@ random, supervised) sit above its tables, never in a cell.
 """
 
 import argparse
+import functools
 import json
 import math
 import shlex
@@ -104,6 +105,7 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     }
 
 
+@functools.cache
 def _preset_invariance(method: str | None) -> str | None:
     """The invariance a method preset sets (conf/method/NAME.yaml), for runs whose config lacks it."""
     preset = _yaml(conf_dir() / "method" / f"{method}.yaml") if method else None
@@ -181,6 +183,11 @@ def _append_run(runs: list[dict], run_dir: Path, summary: dict | None) -> None:
         warn(f"skipping {run_dir}: {e}")
 
 
+def _identity(run: dict) -> tuple:
+    """What makes two records the same run: its directory and, where var/cov act, their geometry."""
+    return Path(run["dir"]).resolve(), run["reg_geometry"] if regularized(run) else None
+
+
 def find_runs(dirs: list[Path]) -> list[dict]:
     """Finished and failed runs (summary.json) and started ones (Hydra job dir or metrics, no summary yet)
     below each directory; a runs.csv file stands for the runs of an earlier report, each kept unless a run
@@ -204,11 +211,9 @@ def find_runs(dirs: list[Path]) -> list[dict]:
             if run_dir.resolve() not in seen and not (run_dir / "summary.json").exists():
                 seen.add(run_dir.resolve())
                 _append_run(runs, run_dir, None)
-    live = {(Path(r["dir"]).resolve(), r["reg_geometry"] if regularized(r) else None) for r in runs}
+    live = {_identity(r) for r in runs}
     for csv in (d for d in dirs if d.is_file()):
-        for r in load_csv_runs(csv):
-            if (Path(r["dir"]).resolve(), r["reg_geometry"] if regularized(r) else None) not in live:
-                runs.append(r)
+        runs += [r for r in load_csv_runs(csv) if _identity(r) not in live]
     return runs
 
 
