@@ -315,3 +315,39 @@ def test_tied_cell_colour_does_not_depend_on_the_hash_seed():
     colours = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in range(6)}
     assert colours == {"diverged collapse"}
+
+
+def test_report_analyses_a_partial_factorial(tmp_path):
+    """A SimSiam-recipe factorial over predictor x var x batchnorm (the other switches fixed), one cell missing:
+    collapse exactly when neither predictor nor var is on."""
+    import itertools
+
+    sweep = tmp_path / "factorial"
+    for pred, var, bn in itertools.product((True, False), repeat=3):
+        if (pred, var, bn) == (True, True, False):
+            continue  # the gap
+        tech = dict(ema=False, stop_grad=True, predictor=pred, batchnorm=bn, var=var, cov=False)
+        for seed in (0, 1):
+            collapsed = not pred and not var
+            fake_run(sweep, f"p{pred:d}v{var:d}b{bn:d}s{seed}", "simsiam", tech, seed=seed, experiment="factorial",
+                     verdict="collapse" if collapsed else "ok", linear=10.0 if collapsed else 50.0,
+                     geometry="sphere" if var else None)
+    main([str(sweep), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    part = md.split("### Which switch matters, `simsiam` recipe")[1].split("\n### ")[0]
+    assert "`python -m ablate.factorial runs.csv --method simsiam` prints the same" in part
+    # predictor: pairs (var, bn) = (0,0), (0,1), (1,1); with it off 2 of those 3 collapse, 2 seeds each
+    assert "| `predictor` | 3 | 0 / 6 | 4 / 6 | -0.67 | 50.0 | 23.3 |" in part
+    assert "Held fixed in every run (no effect measured): `ema`, `stop_grad`, `cov`." in part
+    assert "- on, no run collapsed: `predictor` on [6]; `var` on [6]" in part
+    assert "- off, every run collapsed: `predictor` and `var` off [4]" in part
+    assert "Gaps: 57 of 64 combinations have no finished run" in part
+    assert "The largest interaction is `predictor` x `var` (+1.00 in collapse rate over 1 quadruples)" in part
+    png = (tmp_path / "out" / "interactions_table_cpu_simsiam.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(interactions_table_cpu_simsiam.png)" in md
+    # the CLI on the report's runs.csv prints the same analysis
+    from ablate import factorial
+
+    df = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert factorial.markdown(factorial.outcomes(df[df["method"] == "simsiam"]),
+                              heatmap="interactions_table_cpu_simsiam.png") in part

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from . import factorial as fa
 from .config import TECHNIQUES, conf_dir
 from .losses import reg_geometry
 from .summary import FINISHED, STATUSES
@@ -410,12 +411,24 @@ def build_tables(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
         named = [r["scale"] for r in every if r["scale"]]
         scale = max(set(named), key=named.count) if named else "custom"
         settings.append({"key": key, "scale": scale, "runs": every, "seeds": seeds, "tables": tables,
-                         "factorial": factorial, "baselines": base, "normalized": bool(refs["random"] and
-                                                                                       refs["supervised"])})
+                         "factorial": factorial, "analysis": analyses(srun, factorial),
+                         "baselines": base, "normalized": bool(refs["random"] and refs["supervised"])})
     scales = [s["scale"] for s in settings]
     for s in settings:  # file-name stem of the setting's figures
         s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else "_".join(map(str, (s["scale"], *s["key"])))
     return settings
+
+
+def analyses(runs: list[dict], factorial: dict) -> dict:
+    """Per recipe whose runs (default geometry) form a factorial, at least one pair of switch combinations that
+    differ in one switch alone: the finished runs as ``ablate.factorial`` reads them from runs.csv."""
+    out = {}
+    for method in factorial:
+        mruns = [r for r in runs if r["method"] == method and r["techniques"] and in_geometry(r, "auto")]
+        done = fa.outcomes(runs_frame(mruns)) if mruns else pd.DataFrame()
+        if len(done) and len(fa.main_effects(done)):
+            out[method] = done
+    return out
 
 
 def geometry_modes(runs: list[dict]) -> list[str]:
@@ -649,6 +662,16 @@ def setting_markdown(s: dict, ref: pd.DataFrame) -> str:
     out += tables_markdown(s, ref)
     for method, cells in s["factorial"].items():
         out += [f"### Switch combinations, `{method}` recipe", "", factorial_markdown(cells), ""]
+        if method in s["analysis"]:
+            png = f"interactions_{s['slug']}_{method}.png"
+            mruns = [r for r in s["runs"] if r["method"] == method and r["techniques"]]
+            geo = {r["reg_geometry"] for r in mruns if regularized(r)}
+            auto = {r["reg_geometry"] for r in mruns if regularized(r) and in_geometry(r, "auto")}
+            flag = f" --reg-geometry {auto.pop()}" if len(geo) > 1 and len(auto) == 1 else ""
+            out += [f"### Which switch matters, `{method}` recipe", "",
+                    f"From the finished runs of this recipe in `runs.csv` (var/cov in the default geometry); "
+                    f"`python -m ablate.factorial runs.csv --method {method}{flag}` prints the same.", "",
+                    fa.markdown(s["analysis"][method], heatmap=png), f"![{png}]({png})", ""]
     out += ["### Diagnostics per run", "",
             "z_std: std of l2-normalized embeddings over the held-out set (1/sqrt(d) for an isotropic "
             "embedding, 0 under collapse), the collapse test for the cosine losses of BYOL and SimSiam; "
@@ -694,6 +717,9 @@ def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
                    for row in ref.index for reg in REGS if mode == "auto" or reg != "none"]
     for method, cells in s["factorial"].items():
         factorial_figure(plt, cells, f"{s['slug']}, {method} recipe", out / f"factorial_{s['slug']}_{method}.png")
+        if method in s["analysis"]:
+            fa.heatmap_figure(plt, s["analysis"][method], f"Interactions on collapse, {s['slug']}, {method} recipe",
+                              out / f"interactions_{s['slug']}_{method}.png")
         panels += [(_combo_label(method, combo), [r for r in s["runs"] if not r["cell"] and r["method"] == method
                                                   and r["techniques"] and _combo(r) == combo])
                    for combo in cells if not any(r["cell"] and r["method"] == method and _combo(r) == combo
