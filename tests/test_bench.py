@@ -45,6 +45,28 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert name in r.stdout
 
 
+def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
+    r = subprocess.run([sys.executable, "-m", "ablate.bench", "profile", "--method", "byol", *TINY],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (line,) = _json_lines(r.stdout)
+    assert line["bench"] == "profile" and line["batch"] == 16
+    for prec in ("fp32", "bf16"):
+        p = line[prec]
+        # byol with its EMA target: every stage ran; the stages and the rest add up to the step
+        assert set(p["stages_s"]) == {"aug", "backbone", "heads", "target", "loss", "backward", "optimizer", "ema",
+                                      "other"}
+        assert all(v > 0 for k, v in p["stages_s"].items() if k != "other"), p["stages_s"]
+        assert sum(p["stages_s"].values()) == pytest.approx(p["step_s"], rel=1e-6) or p["stages_s"]["other"] == 0
+        assert p["flops_per_step"] > 0 and p["tflops"] > 0
+    assert line["bf16"]["channels_last"] and not line["fp32"]["channels_last"]
+    assert line["bf16_speedup"] == pytest.approx(line["fp32"]["step_s"] / line["bf16"]["step_s"])
+    if line["machine"]["ghz"]:
+        assert line["peak"]["fp32_tflops"] > 0 and 0 < line["fp32_peak_fraction"]
+    for stage in ("backbone", "backward", "optimizer", "step"):
+        assert f"\n{stage}" in r.stdout
+
+
 @pytest.mark.parametrize("args,name", [(["--rounds", "0"], "--rounds"), (["--aug-batch", "0"], "--aug-batch"),
                                        (["--images", "-1"], "--images"), (["--steps", "-3"], "--steps"),
                                        (["--workers", "-1"], "--workers"), (["nonsense"], "nonsense")])

@@ -1,4 +1,4 @@
-"""``python -m ablate.bench {aug,step,epoch,all}``: the suite's speed against the way peers do the same work.
+"""``python -m ablate.bench {aug,step,epoch,profile,all}``: the suite's speed against the way peers do the same work.
 
 Each sub-benchmark runs both sides in one process, alternating (warmup, then A B A B ...), so a machine
 shared with other jobs slows both alike; it prints a table and ends with one JSON line of its figures.
@@ -11,6 +11,9 @@ plain loop's.
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
            DataLoader, then the same model, optimizer and batch size)
+    profile  the runner's step split by stage (augmentation, backbone, heads, EMA target, loss, backward,
+           optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak
+           (``all`` runs aug, step and epoch)
 
 Trailing ``key=value`` arguments are Hydra overrides of the run config (default ``+method=simsiam``,
 ``scale=cpu``: the embedded shapes data, small CNN, 32 px), e.g. ``data=npz data.path=...`` for CIFAR-10.
@@ -36,28 +39,15 @@ from .augment import two_views  # noqa: E402
 from .data import load_data  # noqa: E402
 from .dist import pick_device  # noqa: E402
 from .ema import cosine_tau, update_momentum  # noqa: E402
+from .precision import host, peak_flops  # noqa: E402
+from .stages import STAGES, recording  # noqa: E402
 from .train import build_runner, optimizer_for  # noqa: E402
-
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
 
 
 def machine() -> dict:
-    """What the figures were measured on: CPU model and instruction set, cores, torch threads and the load
-    average before the run (a figure taken under load is not a figure for an idle machine)."""
-    model, flags = "unknown", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in load],
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    """What the figures were measured on (``ablate.precision.host``): a figure taken under load is not a figure
+    for an idle machine."""
+    return host()
 
 
 def compose_cfg(method: str, overrides: list[str]):
@@ -327,7 +317,58 @@ def bench_epoch(cfg, data, device, args) -> dict:
     return out
 
 
-BENCHES = {"aug": bench_aug, "step": bench_step, "epoch": bench_epoch}
+def bench_profile(cfg, data, device, args) -> dict:
+    """Where a runner step goes, stage by stage (ablate.stages), in fp32 and in bf16 autocast, each with the
+    memory format ``train.channels_last=auto`` gives it; achieved FLOP/s against the device's peak."""
+    info, prof = host(), {}
+    peak = peak_flops(info, args.fma_units) if device.type == "cpu" else {}
+    for precision in ("fp32", "bf16"):
+        c = copy.deepcopy(cfg)
+        c.train.precision = precision
+        torch.manual_seed(cfg.seed)
+        model, stepper = build_runner(c, data, device)
+        batch = data.ssl_x[: stepper.batch_size]
+        x1, x2 = (v.contiguous(memory_format=stepper.mem_format) for v in two_views(batch, c.aug, c.data.image_size,
+                                                                                      data.mean, data.std))
+        flops = step_flops(model, x1, x2)
+        for _ in range(args.warmup * args.steps):
+            stepper(batch)
+        rounds = []
+        for _ in range(args.rounds):
+            with recording(device) as rec:
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    stepper(batch)
+                sync(device)
+                rounds.append({**rec, "step": time.perf_counter() - t0})
+        med = {k: statistics.median(r.get(k, 0.0) for r in rounds) / args.steps for k in ("step", *STAGES)}
+        med["other"] = max(0.0, med["step"] - sum(med[k] for k in STAGES))
+        prof[precision] = {"step_s": med["step"], "stages_s": {k: med[k] for k in (*STAGES, "other")},
+                           "channels_last": stepper.mem_format == torch.channels_last, "flops_per_step": flops,
+                           "tflops": flops / med["step"] / 1e12}
+    f, b = prof["fp32"], prof["bf16"]
+    rows = [(k, f["stages_s"][k], b["stages_s"][k]) for k in (*STAGES, "other")] + [("step", f["step_s"], b["step_s"])]
+    print(f"profile: {args.steps} steps x {args.rounds} rounds of batch {stepper.batch_size}, {cfg.method.name}, "
+          f"{cfg.backbone.name}, {device}; ms per step (share of the step)")
+    print(f"{'stage':<10}{'fp32':>16}{'bf16':>16}{'fp32/bf16':>11}")
+    for k, tf, tb in rows:
+        print(f"{k:<10}{1e3 * tf:>9.1f} ({tf / f['step_s']:4.0%}){1e3 * tb:>9.1f} ({tb / b['step_s']:4.0%})"
+              f"{tf / tb if tb else float('nan'):>11.2f}")
+    for name, p in prof.items():
+        frac = p["tflops"] / peak[f"{name}_tflops"] if peak.get(f"{name}_tflops") else None
+        print(f"{name}: {p['tflops']:.4f} TFLOP/s achieved" + (f", {frac:.0%} of the {peak[f'{name}_tflops']:.3f} "
+                                                               f"TFLOP/s peak" if frac else ""))
+    if peak:
+        print(f"peak fp32: {peak['formula']}; bf16: " + ("2 x fp32 (AVX512_BF16)" if peak["bf16_tflops"] else
+                                                        "no native bf16 on this CPU (emulated)"))
+    out = {"bench": "profile", "method": cfg.method.name, "backbone": cfg.backbone.name, "batch": stepper.batch_size,
+           "fp32": prof["fp32"], "bf16": prof["bf16"], "bf16_speedup": f["step_s"] / b["step_s"], "peak": peak}
+    if peak.get("fp32_tflops"):
+        out["fp32_peak_fraction"] = f["tflops"] / peak["fp32_tflops"]
+    return out
+
+
+BENCHES = {"aug": bench_aug, "step": bench_step, "epoch": bench_epoch, "profile": bench_profile}
 
 
 def main(argv=None) -> None:
@@ -345,19 +386,21 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads of the main process (0 = torch's default)")
     p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
+    p.add_argument("--fma-units", type=int, default=2, help="profile: FMA units per core for the peak (2 for recent "
+                                                            "x86 server cores, docs/performance.md)")
     args = p.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o and not o.startswith("~")]
     if bad:
         p.exit(2, f"ablate.bench: error: {' '.join(bad)} is not an override; write key=value or ~group\n")
     for name, low in (("rounds", 1), ("steps", 1), ("aug_batch", 1), ("warmup", 0), ("workers", 0), ("images", 0),
-                      ("threads", 0)):
+                      ("threads", 0), ("fma_units", 1)):
         if getattr(args, name) < low:
             p.exit(2, f"ablate.bench: error: --{name.replace('_', '-')}={getattr(args, name)} must be >= {low}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
-    host = machine()
-    if host["loadavg"][0] > (host["cores"] or 1) / 2:
-        print(f"ablate.bench: warning: load average {host['loadavg'][0]} on {host['cores']} cores: other jobs "
+    info = machine()
+    if info["loadavg"][0] > (info["cores"] or 1) / 2:
+        print(f"ablate.bench: warning: load average {info['loadavg'][0]} on {info['cores']} cores: other jobs "
               f"share this machine, so absolute figures are low and ratios noisy; measure on an idle machine "
               f"before quoting them", file=sys.stderr)
     cfg = compose_cfg(args.method, args.overrides)
@@ -365,16 +408,16 @@ def main(argv=None) -> None:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
-    which = list(BENCHES) if args.which == "all" else [args.which]
+    which = ["aug", "step", "epoch"] if args.which == "all" else [args.which]
     results = {}
     for name in which:
-        res = {**BENCHES[name](cfg, data, device, args), "machine": host}
+        res = {**BENCHES[name](cfg, data, device, args), "machine": info}
         print(json.dumps(res), flush=True)
         results[name] = res
         results.update({k: v for k, v in res.items() if k.startswith(("speedup", "overhead"))})
     if len(which) > 1:  # the headline figures, then each benchmark's own
         keys = ("speedup_vs_torchvision", "speedup_vs_kornia", "overhead_vs_bare", "speedup_vs_reference")
-        print(json.dumps({"bench": "all", **{k: results[k] for k in keys if k in results}, **results, "machine": host}),
+        print(json.dumps({"bench": "all", **{k: results[k] for k in keys if k in results}, **results, "machine": info}),
               flush=True)
 
 

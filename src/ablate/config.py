@@ -145,6 +145,7 @@ def _check_training(cfg: DictConfig) -> None:
     from .checkpoint import KEEP
     from .models import BACKBONES
     from .optim import OPTIMIZERS
+    from .precision import PRECISIONS
 
     on = techniques(cfg)
     _finite_nonneg(cfg.optim.lr, "optim.lr")
@@ -168,6 +169,10 @@ def _check_training(cfg: DictConfig) -> None:
     if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
         raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
                           f"to never stop early")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision={cfg.train.precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
+    if cfg.train.channels_last not in ("auto", True, False):
+        raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
     if cfg.checkpoint.keep not in KEEP:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} is unknown; choose one of: {', '.join(KEEP)}")
     if cfg.backbone.name not in BACKBONES:

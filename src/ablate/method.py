@@ -20,6 +20,7 @@ from .config import techniques
 from .ema import cosine_tau, make_target, update_momentum
 from .losses import INVARIANCE, REG_GEOMETRIES, covariance, reg_geometry, variance
 from .models import build_encoder, build_predictor
+from .stages import stage
 
 TERMS = ("loss", "loss_inv", "loss_var", "loss_cov")
 
@@ -52,9 +53,10 @@ class JointEmbedding(nn.Module):
         """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
         _, z1 = self.online(x1)
         _, z2 = self.online(x2)
-        p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
+        with stage("heads"):
+            p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
         if self.target is not None:
-            with torch.no_grad():  # the EMA copy never receives gradient, stop_grad or not
+            with torch.no_grad(), stage("target"):  # the EMA copy never receives gradient, stop_grad or not
                 t1, t2 = self.target(x1)[1], self.target(x2)[1]
         else:
             t1, t2 = z1, z2
@@ -63,8 +65,12 @@ class JointEmbedding(nn.Module):
         return z1, z2, p1, p2, t1, t2
 
     def loss(self, z1, z2, p1, p2, t1, t2):
-        """Weighted sum of the switched-on terms, computed in fp32; also returns the unweighted terms."""
-        z1, z2, p1, p2, t1, t2 = (t.float() for t in (z1, z2, p1, p2, t1, t2))
+        """Weighted sum of the switched-on terms, computed in fp32 (autocast off: it would run the covariance's
+        matmul in bf16); also returns the unweighted terms."""
+        with torch.autocast(z1.device.type, enabled=False), stage("loss"):
+            return self._loss(*(t.float() for t in (z1, z2, p1, p2, t1, t2)))
+
+    def _loss(self, z1, z2, p1, p2, t1, t2):
         inv = 0.5 * (self.invariance(p1, t2) + self.invariance(p2, t1))
         loss = self.w_inv * inv
         var = cov = torch.zeros((), device=inv.device)
@@ -87,7 +93,8 @@ class JointEmbedding(nn.Module):
         if self.target is None:
             return None
         tau = cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
-        update_momentum(self.online, self.target, tau)
+        with stage("ema"):
+            update_momentum(self.online, self.target, tau)
         return tau
 
 

@@ -4,6 +4,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .stages import stage
+
 BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
 
 
@@ -64,8 +66,10 @@ class Encoder(nn.Module):
         self.backbone, self.projector = backbone, projector
 
     def forward(self, x):
-        h = self.backbone(x)
-        return h, self.projector(h)
+        with stage("backbone"):
+            h = self.backbone(x)
+        with stage("heads"):
+            return h, self.projector(h)
 
 
 def scaled(width: int, mult: float) -> int:

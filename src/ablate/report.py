@@ -73,6 +73,14 @@ def _sweep_dir(run_dir: Path) -> Path | None:
     return None
 
 
+def _old_precision(train: dict, s: dict) -> str | None:
+    """The precision of a run from before summary.json recorded it: ``auto`` then meant bf16 on CUDA only."""
+    p, device = train.get("precision"), s.get("device")
+    if p in ("fp32", "bf16"):
+        return p
+    return None if p is None or device is None else ("bf16" if str(device).startswith("cuda") else "fp32")
+
+
 def load_run(run_dir: Path, summary: dict | None) -> dict:
     """One run as a flat record; fields a failed or unfinished run's summary lacks come from Hydra's files."""
     s = summary or {"status": "pending"}
@@ -90,7 +98,7 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     return {
         "dir": str(run_dir), "sweep_dir": _sweep_dir(run_dir), "status": s.get("status"), "source": None,
         "baseline": s.get("baseline") or section("method").get("baseline"),
-        "device": s.get("device"),
+        "device": s.get("device"), "precision": s.get("precision") or _old_precision(section("train"), s),
         "error": s.get("error"), "verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
         "method": method, "techniques": tech, "invariance": invariance,
         # runs from before the switch (no field, no config key) acted on raw outputs
@@ -150,7 +158,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *TECHNIQUES, "reg_geometry", "seed",
               "status", "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed",
-              "wall_s", "embedding_dim", "chance_top1", "device", "linear_norm")
+              "wall_s", "embedding_dim", "chance_top1", "device", "precision", "linear_norm")
 
 
 def load_csv_runs(path: Path) -> list[dict]:
@@ -639,9 +647,11 @@ def provenance_markdown(s: dict) -> list[str]:
         out += [f"- {key}: {v}" for v in values]
     dims = sorted({r["embedding_dim"] for r in done if r["embedding_dim"]})
     devices = sorted({r["device"] or "?" for r in done})
+    precisions = sorted({r.get("precision") or "?" for r in done})
     wall = sum(r["wall_s"] or 0 for r in done)
     out += [f"- data `{data}`, backbone `{backbone}`, {epochs} epochs, scale preset `{scale}`, embedding dims "
-            f"{', '.join(map(str, dims)) or '?'}, device {', '.join(devices) or '?'}, total training wall time "
+            f"{', '.join(map(str, dims)) or '?'}, device {', '.join(devices) or '?'}, precision "
+            f"{', '.join(precisions) or '?'}, total training wall time "
             f"{wall / 60:.1f} min", ""]
     out += ["### Regenerate the runs", "", "```bash", *regen_commands(runs), "```", "",
             "Re-running a sweep skips the cells whose summary.json is complete.", ""]
@@ -865,7 +875,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "status": r["status"], "verdict": r["verdict"], "verdict_reason": r["verdict_reason"],
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],
             "epochs_completed": r["epochs_completed"], "wall_s": r["wall_s"], "embedding_dim": r["embedding_dim"],
-            "chance_top1": r["chance_top1"], "device": r["device"], **{k: r["metrics"].get(k) for k in metric_keys},
+            "chance_top1": r["chance_top1"], "device": r["device"], "precision": r.get("precision"),
+            **{k: r["metrics"].get(k) for k in metric_keys},
             "linear_norm": r.get("linear_norm"),
         })
     return pd.DataFrame(rows)

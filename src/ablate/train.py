@@ -35,13 +35,11 @@ from .losses import SCALE_FREE
 from .method import TERMS, Baseline, JointEmbedding, equivalences
 from .models import count_bn, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
+from .precision import channels_last, host, resolve
+from .stages import stage
 from .summary import SCHEMA, finished_summary, write_json, write_text
 
 log = logging.getLogger("ablate")
-
-
-def _auto(value, default: bool) -> bool:
-    return default if value == "auto" else bool(value)
 
 
 class Progress:
@@ -149,8 +147,9 @@ class Stepper:
         cuda = device.type == "cuda"
         self.model, self.cfg, self.device = model, cfg, device
         self.mean, self.std, self.size = data.mean, data.std, cfg.data.image_size
+        self.precision = resolve(cfg.train.precision, device)
         self.mem_format = memory_format(cfg, device)
-        self.bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and cuda)
+        self.bf16 = self.precision == "bf16"
         self.batch_size = cfg.train.batch_size
         self.rank, self.world = D.world()
         if self.batch_size % self.world:
@@ -191,7 +190,9 @@ class Stepper:
         return images[idx]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.update(*two_views(images, self.cfg.aug, self.size, self.mean, self.std))
+        with stage("aug"):
+            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std)
+        return self.update(*views)
 
     def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
         """The step on two given views (the distributed test feeds identical views to 1 and N processes), and
@@ -203,8 +204,10 @@ class Stepper:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, terms = self.forward(x1, x2, *labels)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        with stage("backward"):
+            loss.backward()
+        with stage("optimizer"):
+            self.opt.step()
         self.tau = self.model.update_target(self.step, self.total)
         self.step += 1
         return terms
@@ -247,8 +250,9 @@ def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
 
 
 def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
-    """channels_last for the model and its inputs: on for CUDA under ``train.channels_last=auto``."""
-    return torch.channels_last if _auto(cfg.train.channels_last, device.type == "cuda") else torch.contiguous_format
+    """channels_last for the model and its inputs (``train.channels_last=auto``: CUDA, or bf16 on a CPU)."""
+    on = channels_last(cfg.train.channels_last, device, resolve(cfg.train.precision, device))
+    return torch.channels_last if on else torch.contiguous_format
 
 
 def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding | Baseline, Stepper]:
@@ -485,6 +489,8 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
+        "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
+        "host": {k: v for k, v in host().items() if k != "loadavg"},
         "overrides": _overrides(), "choices": _choices(),
         "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run
         "baseline": cfg.method.get("baseline"),  # random | supervised for the reference runs, null for SSL runs

@@ -1,0 +1,89 @@
+"""What a training step computes in: ``train.precision`` and ``train.channels_last`` resolved for the device.
+
+bf16 autocast pays only where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, CPUs with
+AVX512_BF16 or AMX (x86) or FEAT_BF16 (Arm). Elsewhere torch emulates it and it is slower than fp32, so
+``auto`` falls back to fp32 there. Autocast covers the encoder, heads and predictor; the loss terms, the
+diagnostics, the EMA update and the linear probe run in fp32 (docs/performance.md).
+"""
+
+import os
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo names; "bf16" is Arm's FEAT_BF16
+
+
+def cpu_info() -> tuple[str, set[str], float | None]:
+    """(model name, instruction-set flags, clock in GHz or None) from /proc/cpuinfo; empty where unreadable."""
+    model, flags, mhz = "unknown", set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(value)
+    except (OSError, ValueError):
+        pass
+    return model, flags, (mhz / 1000 if mhz else None)
+
+
+def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
+    """Whether ``device`` multiplies bf16 in hardware (CUDA: torch says so; CPU: an instruction-set flag)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(set(NATIVE_BF16) & (cpu_info()[1] if flags is None else flags))
+
+
+def resolve(precision: str, device: torch.device, flags: set[str] | None = None) -> str:
+    """``fp32`` or ``bf16``: ``auto`` is bf16 where the device has native bf16, else fp32; an explicit value
+    is kept (bf16 on a CPU without it runs, emulated and slower)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision={precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device, flags) else "fp32"
+    return precision
+
+
+def channels_last(value, device: torch.device, precision: str) -> bool:
+    """``auto``: on for CUDA and for bf16 on a CPU (oneDNN's bf16 convolutions want NHWC), off otherwise."""
+    if value == "auto":
+        return device.type == "cuda" or precision == "bf16"
+    return bool(value)
+
+
+def host() -> dict:
+    """The machine a figure or a run comes from: CPU model and the instruction-set flags that matter, clock,
+    cores, torch threads, the load average, torch and CUDA device. Runs are deterministic per CPU and threads."""
+    model, flags, ghz = cpu_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "ghz": ghz, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in load],
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+# FLOP per cycle per core of fused multiply-adds: lanes x 2 (multiply and add) x FMA units. The unit count is
+# not in /proc/cpuinfo; 2 is right for recent Intel server cores and AMD Zen 2-4 (256-bit pipes: 4 with AVX-512
+# on Zen 4 only by double-pumping, hence lanes 8 there), 1 for older or smaller cores.
+LANES_FP32 = (("avx512f", 16), ("avx2", 8), ("asimd", 4))
+
+
+def peak_flops(info: dict, fma_units: int = 2) -> dict:
+    """The CPU's theoretical peak from ``host()``: cores x clock x FLOP/cycle, fp32 and (native only) bf16."""
+    lanes = next((n for flag, n in LANES_FP32 if flag in info["isa"]), 1)
+    per_cycle = lanes * 2 * fma_units
+    ghz, cores = info.get("ghz"), info.get("cores") or 1
+    fp32 = cores * ghz * 1e9 * per_cycle if ghz else None
+    # AVX512_BF16's vdpbf16ps: two bf16 products per fp32 lane, so twice the fp32 rate; AMX is far above both
+    bf16 = 2 * fp32 if fp32 and "avx512_bf16" in info["isa"] else None
+    return {"fp32_flop_per_cycle": per_cycle, "fma_units": fma_units, "fp32_tflops": fp32 and fp32 / 1e12,
+            "bf16_tflops": bf16 and bf16 / 1e12, "formula": f"{cores} cores x {ghz} GHz x {per_cycle} FLOP/cycle "
+            f"({lanes} fp32 lanes x 2 x {fma_units} FMA units)"}
