@@ -65,7 +65,7 @@ def test_flag_values_are_not_overrides():
 def test_console_scripts_name_importable_callables(capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == {"ablate", "ablate-report", "ablate-geometry", "ablate-bench", "ablate-export",
-                            "ablate-linear"}
+                            "ablate-linear", "ablate-factorial"}
     for name, target in scripts.items():
         module, func = target.split(":")
         main = getattr(importlib.import_module(module), func)
