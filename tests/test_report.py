@@ -74,6 +74,7 @@ def make_sweeps(tmp_path):
         "hydra": ["hydra.mode=MULTIRUN"], "task": ["+experiment=vicreg_table4", "backbone.widths=[4,8]"]}}}))
     fake_run(a, "byol_s0", "byol", switches("byol", "none"), row="byol", reg="none", seed=0, linear=60.0)
     fake_run(b, "byol_s1", "byol", switches("byol", "none"), row="byol", reg="none", seed=1, linear=64.0)
+    (b / "byol_s1" / "linear_eval.json").write_text(json.dumps({"top1": 71.5, "units": "top-1 in percent"}))
     fake_run(a, "sg_only", "simsiam", switches("simsiam_no_pred_no_bn", "none"), row="simsiam_no_pred_no_bn",
              reg="none", verdict="collapse", linear=11.0)
     fake_run(a, "vicreg_inv", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", linear=40.0)
@@ -177,6 +178,10 @@ def test_report_csv_and_figures(report):
     byol = df[df["row"] == "byol"].sort_values("seed")
     assert byol["linear_top1"].tolist() == [60.0, 64.0] and byol["seed"].tolist() == [0, 1]
     assert df.loc[df["status"] == "failed", "error"].item() == "RuntimeError: out of memory in cell"
+    # python -m ablate.linear's result beside the in-run probe, for the run that has one
+    assert byol["linear_eval_top1"].tolist()[1] == 71.5 and pd.isna(byol["linear_eval_top1"].tolist()[0])
+    diag = (out / "report.md").read_text().split("### Diagnostics per run")[1]
+    assert "| linear % | linear eval % | norm |" in diag and "| 64.0 | 71.5 |" in diag
     assert df.loc[df["dir"].str.endswith("by_hand_raw"), "reg_geometry"].item() == "raw"
     assert df.loc[df["dir"].str.endswith("by_hand"), "reg_geometry"].item() == "sphere"
     assert df.loc[df["dir"].str.endswith("sg_only"), "reg_geometry"].isna().all()  # no var/cov: no geometry

@@ -73,6 +73,20 @@ def _sweep_dir(run_dir: Path) -> Path | None:
     return None
 
 
+def offline_linear(run_dir: Path) -> dict:
+    """``linear_eval_top1`` from the run's ``linear_eval.json`` (``python -m ablate.linear``), when there is one."""
+    res = _json(run_dir / "linear_eval.json")
+    top1 = res.get("top1") if isinstance(res, dict) else None
+    return {"linear_eval_top1": top1} if _is_number(top1) else {}
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _old_precision(train: dict, s: dict) -> str | None:
     """The precision of a run from before summary.json recorded it: ``auto`` then meant bf16 on CUDA only."""
     p, device = train.get("precision"), s.get("device")
@@ -109,7 +123,8 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
         "backbone": s.get("backbone") or section("backbone").get("name"),
         "epochs": epochs, "epochs_completed": s.get("epochs_completed", len(curve)),
         "wall_s": s.get("wall_s"), "embedding_dim": s.get("embedding_dim"), "chance_top1": s.get("chance_top1"),
-        "metrics": s.get("metrics") or {}, "protocol": s.get("protocol") or {}, "spectrum": s.get("spectrum_z"),
+        "metrics": {**(s.get("metrics") or {}), **offline_linear(run_dir)}, "protocol": s.get("protocol") or {},
+        "spectrum": s.get("spectrum_z"),
         "curve": curve, "overrides": s.get("overrides") or [],
     }
 
@@ -559,7 +574,7 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
     order = {(row, reg): i for i, (row, reg) in enumerate((a, b) for a in ref.index for b in REGS)}
     runs = sorted(runs, key=lambda r: (order.get(r["cell"], len(order)), r["method"] or "",
                                        [not x for x in _combo(r)] if r["techniques"] else [], str(r["seed"])))
-    rows = []
+    rows, offline = [], any("linear_eval_top1" in r["metrics"] for r in runs)
     for r in runs:
         m = r["metrics"]
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
@@ -575,8 +590,12 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
                      _fmt(ratio, 2), _fmt(shrink, 2), f"{_fmt(m.get('rank_z'))} / {r['embedding_dim'] or '?'}",
                      _fmt(m.get("rank_h")), _fmt(m.get("knn_top1")), _fmt(m.get("linear_top1")),
                      _fmt(r.get("linear_norm"), 2), f"{r['epochs_completed']}/{r['epochs']}", wall, why])
+        if offline:
+            rows[-1].insert(11, _fmt(m.get("linear_eval_top1")))
     header = ["Cell", "seed", "verdict", "z_std", "1/sqrt(d)", "ratio", "z_scale / init", "RankMe z / d",
               "RankMe h", "kNN %", "linear %", "norm", "epochs", "wall", "why"]
+    if offline:  # python -m ablate.linear's full protocol, beside the in-run probe
+        header.insert(11, "linear eval %")
     return md_table(header, rows)
 
 
