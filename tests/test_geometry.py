@@ -65,3 +65,10 @@ def test_run_without_spread_is_named_not_divided_by_zero(cfg_factory, tmp_path, 
     monkeypatch.setattr("ablate.geometry.embed", lambda model, x, norm, bs: (None, torch.ones(len(x), 4)))
     assert run_geometry(tmp_path / "run") == {"epoch": 1,
                                               "degenerate": "every embedding the same vector (no spread)"}
+
+
+def test_cli_refuses_a_baseline_run_in_one_line(cfg_factory, tmp_path, capsys):
+    train(cfg_factory("+method=supervised", *TINY), tmp_path / "run")
+    assert main([str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is a baseline run (supervised)" in err

@@ -89,3 +89,12 @@ def test_missing_run_or_checkpoint_fails_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no checkpoint.pt" in err
+
+
+@pytest.mark.parametrize("kind", ["random", "supervised"])
+def test_a_baseline_run_is_evaluated_like_an_ssl_run(cfg_factory, tmp_path, kind):
+    run = tmp_path / kind
+    train(cfg_factory(f"+method={kind}", *TINY), run)
+    assert main([str(run), "--epochs", "1", "--batch-size", "16"]) == 0
+    res = json.loads((run / "linear_eval.json").read_text())
+    assert res["method"] == kind and 0 <= res["top1"] <= 100

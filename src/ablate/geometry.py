@@ -50,6 +50,9 @@ def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
         raise GeometryError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one "
                             f"epoch (summary.json's run_dir)")
     cfg = OmegaConf.create(state["config"])
+    if cfg.method.get("baseline"):
+        raise GeometryError(f"{run_dir} is a baseline run ({cfg.method.baseline}): its projector is never trained, "
+                            f"so its embeddings have no geometry to read; pass an SSL run directory")
     data = _held_out(OmegaConf.to_yaml({"data": cfg.data, "eval": cfg.eval, "seed": cfg.seed}), device)
     model = JointEmbedding(cfg)
     model.load_state_dict(state["model"])

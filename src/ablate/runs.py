@@ -28,9 +28,14 @@ def load_run(run_dir: Path):
 
 
 def load_model(state, cfg):
-    """The run's ``JointEmbedding`` with the checkpoint's weights, on the CPU, in eval mode."""
-    from .method import JointEmbedding
+    """The run's model with the checkpoint's weights, on the CPU, in eval mode: a ``JointEmbedding``, or for a
+    baseline run (``method.baseline``) its ``Baseline``, whose ``online`` encoder the tools read alike."""
+    from .method import Baseline, JointEmbedding
 
-    model = JointEmbedding(cfg)
+    if cfg.method.get("baseline"):
+        head = state["model"].get("classifier.weight")
+        model = Baseline(cfg, head.shape[0] if head is not None else 1)
+    else:
+        model = JointEmbedding(cfg)
     model.load_state_dict(state["model"])
     return model.eval()
