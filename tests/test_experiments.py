@@ -90,11 +90,19 @@ def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path
     assert failed["status"] == "failed" and "bogus" in failed["error"] and failed["method"] == "simsiam"
     assert json.loads(good.read_text())["status"] == "complete"
 
-    before = good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()
+    hydra_files = sorted((good.parent / ".hydra").iterdir())
+    assert [p.name for p in hydra_files] == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert yaml.safe_load(hydra_files[1].read_text())["hydra"]["runtime"]["choices"]["row"] == "simsiam_no_pred_no_bn"
+    assert "optim.name=sgd" in yaml.safe_load(hydra_files[2].read_text())
+
+    def state():
+        return [(p.read_bytes(), p.stat().st_mtime_ns) for p in (good, good.parent / "metrics.jsonl", *hydra_files)]
+
+    before = state()
     second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 1, second.stderr[-2000:]  # the bogus cell fails again
     assert "already holds a finished run" in second.stdout + second.stderr
-    assert (good.read_bytes(), good.stat().st_mtime_ns, (good.parent / "metrics.jsonl").read_bytes()) == before
+    assert state() == before  # the skipped cell, its Hydra files included, is left untouched
     assert json.loads(bad.read_text())["status"] == "failed"  # a failed cell is tried again, not skipped
 
     report = subprocess.run([sys.executable, "-m", "ablate.report", str(sweep), "--out", str(tmp_path / "r")],

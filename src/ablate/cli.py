@@ -123,6 +123,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
             log.warning(skip)
             return
         lock.claim()
+        save_hydra_files(run_dir, cfg)
         train(cfg, run_dir)
     except AblateError as e:
         _cell_failed(run_dir, f"config error: {e}", cfg)
@@ -131,6 +132,21 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
         _cell_failed(run_dir, f"{type(e).__name__}: {e}", cfg)
     finally:
         lock.release()
+
+
+def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """The files Hydra writes into a job directory (.hydra/config.yaml, hydra.yaml, overrides.yaml). A sweep
+    runs with ``hydra.output_subdir=null`` and each cell writes them here, once it holds the directory: a
+    finished cell that is skipped, or another process's or another config's run, is left untouched."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hc.overrides.task))
 
 
 def _cell_failed(run_dir: Path, why: str, cfg: DictConfig | None = None) -> None:
@@ -204,7 +220,7 @@ def main() -> None:
         try:
             check_overrides(args)
             if is_multirun(args):
-                args = sweep_args(args)
+                args = [*sweep_args(args), "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
             else:
                 lock, args = preflight(args)
         except AblateError as e:

@@ -610,7 +610,7 @@ def regen_commands(runs: list[dict]) -> list[str]:
     cmds = []
     for sweep in sorted({r["sweep_dir"] for r in runs if r["sweep_dir"]}):
         ov = (_yaml(sweep / "multirun.yaml") or {}).get("hydra", {}).get("overrides", {})
-        extra = [o for o in ov.get("hydra", []) if not o.startswith("hydra.mode=")]
+        extra = [o for o in ov.get("hydra", []) if not o.startswith(("hydra.mode=", "hydra.output_subdir="))]
         cmds.append(" ".join(["python -m ablate -m", *map(shlex.quote, ov.get("task", []) + extra)]))
     for r in runs:
         if not r["sweep_dir"] and r["overrides"]:
