@@ -99,3 +99,18 @@ def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
     s = train(cfg, tmp_path / "run")
     assert s["status"] == "complete" and s["metrics"]["knn_top1"] >= 0
     assert "30 training images" in s["protocol"]["knn_top1"]
+
+
+def test_a_streamed_unreadable_file_is_one_error_or_replaced_with_skip_bad(tmp_path, caplog):
+    from ablate.data import FolderStream, _folder_dataset
+
+    root = _image_folder(tmp_path / "tree")
+    bad = sorted((root / "train").rglob("*.png"))[3]
+    bad.write_bytes(b"not an image")
+    ds = _folder_dataset(OmegaConf.create({"root": str(root), "image_size": 16}), "train")
+    with pytest.raises(DataError, match=f"cannot read image {bad}.*set data.skip_bad=true"):
+        list(FolderStream(ds, 0, 16).epoch_batches(0, 20, 0, 20, 3))  # 60 images in 3 batches: one has it
+    batches = list(FolderStream(ds, 0, 16, skip_bad=True).epoch_batches(0, 20, 0, 20, 3))
+    assert [b.shape for b in batches] == [(20, 3, 16, 16)] * 3
+    assert all(bool((b.flatten(1).amax(1) > 0).all()) for b in batches)  # no blank stand-in left in a batch
+    assert "replaced 1 unreadable image file(s)" in caplog.text and str(bad) in caplog.text

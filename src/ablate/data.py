@@ -265,9 +265,14 @@ class _Checked(torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             x, y = self.ds[i]
-            return x, y, ""
+            return x, y, "", i
         except Exception as e:  # PIL raises several types on empty or corrupt files
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, f"{type(e).__name__}: {e}"
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, f"{type(e).__name__}: {e}", i
+
+
+def _unreadable(ds, index: int, error: str, count: int) -> DataError:
+    return DataError(f"cannot read image {ds.samples[index][0]} ({' '.join(error.split())}; {count} unreadable "
+                     f"file(s) in all): fix or remove it, or set data.skip_bad=true to skip such files")
 
 
 def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
@@ -276,18 +281,17 @@ def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Checked(ds, size), indices), batch_size=256,
                                          num_workers=workers)
     xs, ys, errors = [torch.empty(0, 3, size, size, dtype=torch.uint8)], [torch.empty(0, dtype=torch.long)], []
-    for x, y, err in loader:
+    for x, y, err, _ in loader:
         xs.append(x)
         ys.append(y)
         errors.extend(err)
     x, y = torch.cat(xs), torch.cat(ys)
     bad = [j for j, e in enumerate(errors) if e]
     if bad:
-        first = ds.samples[indices[bad[0]]][0]
         if not skip_bad:
-            raise DataError(f"cannot read image {first} ({' '.join(errors[bad[0]].split())}; {len(bad)} unreadable "
-                            f"file(s) in all): fix or remove it, or set data.skip_bad=true to skip such files")
-        log.warning("skipped %d unreadable image file(s) (data.skip_bad=true), the first %s", len(bad), first)
+            raise _unreadable(ds, indices[bad[0]], errors[bad[0]], len(bad))
+        log.warning("skipped %d unreadable image file(s) (data.skip_bad=true), the first %s", len(bad),
+                    ds.samples[indices[bad[0]]][0])
         keep = torch.tensor([not e for e in errors])
         x, y = x[keep], y[keep]
     return x, y
@@ -322,31 +326,44 @@ class FolderStream:
     """Training images of a folder too large to hold: each epoch a DataLoader decodes shuffled uint8 batches
     in worker processes; they are copied to the device and augmented there like resident data."""
 
-    def __init__(self, ds, workers: int, device="cpu"):
-        self.ds, self.workers, self.device = ds, workers, torch.device(device)
+    def __init__(self, ds, workers: int, size: int, skip_bad: bool = False, device="cpu"):
+        self.ds, self.workers, self.size, self.skip_bad = ds, workers, size, skip_bad
+        self.device = torch.device(device)
 
     def __len__(self):
         return len(self.ds)
 
     def to(self, device):
-        return FolderStream(self.ds, self.workers, device)
+        return FolderStream(self.ds, self.workers, self.size, self.skip_bad, device)
 
     def epoch_batches(self, seed: int, batch_size: int, lo: int, local_batch: int, steps: int):
+        """Full batches of uint8 images. An unreadable file is a DataError naming it; with ``data.skip_bad``
+        it is replaced by a readable image of the same batch (a batch keeps its size, as the step and every
+        process of a torchrun job expect) and counted in a warning at the end of the epoch."""
         gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(self.ds, batch_size=batch_size, shuffle=True, drop_last=True,
-                                             generator=gen, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False)
-        for _, (x, _y) in zip(range(steps), loader):
+        loader = torch.utils.data.DataLoader(_Checked(self.ds, self.size), batch_size=batch_size, shuffle=True,
+                                             drop_last=True, generator=gen, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda", persistent_workers=False)
+        skipped = []
+        for _, (x, _y, err, idx) in zip(range(steps), loader):
+            bad = [k for k, e in enumerate(err) if e]
+            if bad:
+                if not self.skip_bad or len(bad) == len(err):
+                    raise _unreadable(self.ds, int(idx[bad[0]]), err[bad[0]], len(bad))
+                x[bad] = x[next(k for k, e in enumerate(err) if not e)].clone()
+                skipped += [self.ds.samples[int(idx[k])][0] for k in bad]
             yield x[lo:lo + local_batch].to(self.device, non_blocking=True)
+        if skipped:
+            log.warning("replaced %d unreadable image file(s) in this epoch's batches (data.skip_bad=true), the "
+                        "first %s", len(skipped), skipped[0])
 
 
 def _folder(cfg, eval_cfg, seed) -> dict:
     test_x, test_y, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
     if cfg.get("stream"):  # only the kNN / probe bank is decoded; training batches stream
         bank_x, bank_y, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
-        return dict(ssl_x=FolderStream(ds, cfg.get("workers", 0)), bank_x=bank_x, bank_y=bank_y, test_x=test_x,
-                    test_y=test_y)
+        return dict(ssl_x=FolderStream(ds, cfg.get("workers", 0), cfg.image_size, bool(cfg.get("skip_bad"))),
+                    bank_x=bank_x, bank_y=bank_y, test_x=test_x, test_y=test_y)
     train_x, train_y, _ = _folder_split(cfg, cfg.train_dir, None, seed)
     return dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
 
