@@ -230,3 +230,16 @@ def test_two_views_match_torchvision_pipeline_statistics():
         assert torch.allclose(o.std(dim=(0, 2, 3)), r.std(dim=(0, 2, 3)), rtol=0.08)
         grey = lambda t: ((t[:, 0] - t[:, 1]).abs().flatten(1).amax(1) < 0.02).float().mean().item()  # noqa: E731
         assert grey(o) == pytest.approx(grey(r), abs=0.06)
+
+
+def test_jitter_on_the_changed_samples_only_equals_the_full_batch_to_the_bit():
+    torch.manual_seed(3)
+    x = torch.rand(64, 3, 16, 16)
+    cfg = OmegaConf.create({"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1})
+    factors = jitter_factors(64, cfg, "cpu")
+    apply = torch.rand(64) < 0.8
+    full = color_jitter(x, factors, apply, subset=False)
+    assert torch.equal(color_jitter(x, factors, apply, subset=True), full)
+    assert torch.equal(color_jitter(x, factors, apply), full)  # the CPU default
+    none = torch.zeros(64, dtype=torch.bool)
+    assert torch.equal(color_jitter(x, factors, none, subset=True), color_jitter(x, factors, none, subset=False))

@@ -106,25 +106,37 @@ def jitter_factors(n, cfg, device):
     return b, c, s, h, order
 
 
-def color_jitter(x, factors, apply):
+def _blend(y, f, op):
+    """clamp(f y + (1 - f) target) per sample: target black (op 0, brightness), the image's mean grey (op 1,
+    contrast) or the pixel's grey (op 2, saturation)."""
+    gray = _gray(y)
+    a = ((1 - f) * (op == 2)).view(-1, 1, 1, 1)                                          # saturation: pixel grey
+    c = ((1 - f) * (op == 1)).view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)  # contrast
+    return torch.addcmul(torch.addcmul(c, a, gray), f.view(-1, 1, 1, 1), y).clamp_(0, 1)
+
+
+def color_jitter(x, factors, apply, subset: bool | None = None):
     """Brightness, contrast, saturation and hue in each sample's own random order (torchvision's
     ColorJitter). Brightness, contrast and saturation are each a clamped blend f * x + (1 - f) * target with
     target black, the mean grey level or the per-pixel grey, so one blend per position in the order serves
     all three: clamp(f x + a grey + c) with per-sample a and c. Hue, the costly op, runs once between the
-    blends before and after it."""
+    blends before and after it. ``subset`` (default: on a CPU) computes each blend only on the samples it
+    changes, with the same result to the bit."""
     b, c, s, h, order = factors
     one = torch.ones_like(b)
     fac = torch.stack([b, c, s, one], 1)
-    fac = torch.where(apply.view(-1, 1), fac, torch.ones_like(fac))  # not jittered: every op the identity
     hue_at = (order == 3).float().argmax(1)
+    if subset is None:  # gathering the samples a blend changes syncs a GPU; on a CPU it pays
+        subset = x.device.type == "cpu"
 
     def blend(y, step, active):
         op = order[:, step]
-        f = torch.where(active & (op != 3), fac.gather(1, op.view(-1, 1)).squeeze(1), one)
-        gray = _gray(y)
-        a = ((1 - f) * (op == 2)).view(-1, 1, 1, 1)                              # saturation: pixel grey
-        c = ((1 - f) * (op == 1)).view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)  # contrast
-        return torch.addcmul(torch.addcmul(c, a, gray), f.view(-1, 1, 1, 1), y).clamp_(0, 1)
+        active = active & (op != 3) & apply  # elsewhere the blend is the identity (f = 1): y exactly
+        f = fac.gather(1, op.view(-1, 1)).squeeze(1)
+        if subset:
+            idx = active.nonzero().squeeze(1)
+            return y if not len(idx) else y.index_copy(0, idx, _blend(y.index_select(0, idx), f[idx], op[idx]))
+        return _blend(y, torch.where(active, f, one), op)
 
     out = x
     for step in range(3):
