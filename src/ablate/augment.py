@@ -134,11 +134,11 @@ def color_jitter(x, factors, apply, subset: bool | None = None):
         active = active & (op != 3) & apply  # elsewhere the blend is the identity (f = 1): y exactly
         f = fac.gather(1, op.view(-1, 1)).squeeze(1)
         if subset:
-            idx = active.nonzero().squeeze(1)
-            return y if not len(idx) else y.index_copy(0, idx, _blend(y.index_select(0, idx), f[idx], op[idx]))
+            idx = active.nonzero().squeeze(1)  # y is this function's own tensor: written in place
+            return y.index_copy_(0, idx, _blend(y.index_select(0, idx), f[idx], op[idx])) if len(idx) else y
         return _blend(y, torch.where(active, f, one), op)
 
-    out = x
+    out = x.clone() if subset else x
     for step in range(3):
         out = blend(out, step, step < hue_at)
     out = adjust_hue(out, torch.where(apply, h, torch.zeros_like(h)))
