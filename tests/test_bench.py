@@ -51,7 +51,7 @@ def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
     assert r.returncode == 0, r.stderr[-2000:]
     (line,) = _json_lines(r.stdout)
     assert line["bench"] == "profile" and line["batch"] == 16
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", "fp32_other_layout", "bf16"):
         p = line[prec]
         # byol with its EMA target: every stage ran; the stages and the rest add up to the step
         assert set(p["stages_s"]) == {"aug", "backbone", "heads", "target", "loss", "backward", "optimizer", "ema",
@@ -59,7 +59,9 @@ def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
         assert all(v > 0 for k, v in p["stages_s"].items() if k != "other"), p["stages_s"]
         assert sum(p["stages_s"].values()) == pytest.approx(p["step_s"], rel=1e-6) or p["stages_s"]["other"] == 0
         assert p["flops_per_step"] > 0 and p["tflops"] > 0
-    assert line["bf16"]["channels_last"] and not line["fp32"]["channels_last"]
+    assert line["bf16"]["channels_last"] and line["bf16"]["precision"] == "bf16"
+    assert line["fp32_other_layout"]["channels_last"] is not line["fp32"]["channels_last"]
+    assert line["other_layout_speedup"] == pytest.approx(line["fp32"]["step_s"] / line["fp32_other_layout"]["step_s"])
     assert line["bf16_speedup"] == pytest.approx(line["fp32"]["step_s"] / line["bf16"]["step_s"])
     if line["machine"]["ghz"]:
         assert line["peak"]["fp32_tflops"] > 0 and 0 < line["fp32_peak_fraction"]

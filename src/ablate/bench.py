@@ -317,52 +317,64 @@ def bench_epoch(cfg, data, device, args) -> dict:
     return out
 
 
+def profile_step(cfg, data, device, args) -> dict:
+    """Median seconds per step, stage by stage (ablate.stages), of the runner built from ``cfg``."""
+    torch.manual_seed(cfg.seed)
+    model, stepper = build_runner(cfg, data, device)
+    batch = data.ssl_x[: stepper.batch_size]
+    x1, x2 = (v.contiguous(memory_format=stepper.mem_format) for v in two_views(batch, cfg.aug, cfg.data.image_size,
+                                                                                  data.mean, data.std))
+    flops = step_flops(model, x1, x2)
+    for _ in range(args.warmup * args.steps):
+        stepper(batch)
+    rounds = []
+    for _ in range(args.rounds):
+        with recording(device) as rec:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                stepper(batch)
+            sync(device)
+            rounds.append({**rec, "step": time.perf_counter() - t0})
+    med = {k: statistics.median(r.get(k, 0.0) for r in rounds) / args.steps for k in ("step", *STAGES)}
+    med["other"] = max(0.0, med["step"] - sum(med[k] for k in STAGES))
+    return {"step_s": med["step"], "stages_s": {k: med[k] for k in (*STAGES, "other")}, "precision": stepper.precision,
+            "channels_last": stepper.mem_format == torch.channels_last, "flops_per_step": flops,
+            "tflops": flops / med["step"] / 1e12, "batch": stepper.batch_size}
+
+
 def bench_profile(cfg, data, device, args) -> dict:
-    """Where a runner step goes, stage by stage (ablate.stages), in fp32 and in bf16 autocast, each with the
-    memory format ``train.channels_last=auto`` gives it; achieved FLOP/s against the device's peak."""
-    info, prof = host(), {}
+    """Where a runner step goes, stage by stage, in fp32 with the memory format ``train.channels_last=auto``
+    gives it, in fp32 with the other one, and in bf16 autocast; achieved FLOP/s against the device's peak."""
+    info = host()
     peak = peak_flops(info, args.fma_units) if device.type == "cpu" else {}
-    for precision in ("fp32", "bf16"):
+    prof = {}
+    for name, precision, layout in (("fp32", "fp32", "auto"), ("fp32_other_layout", "fp32", "flip"),
+                                    ("bf16", "bf16", "auto")):
         c = copy.deepcopy(cfg)
         c.train.precision = precision
-        torch.manual_seed(cfg.seed)
-        model, stepper = build_runner(c, data, device)
-        batch = data.ssl_x[: stepper.batch_size]
-        x1, x2 = (v.contiguous(memory_format=stepper.mem_format) for v in two_views(batch, c.aug, c.data.image_size,
-                                                                                      data.mean, data.std))
-        flops = step_flops(model, x1, x2)
-        for _ in range(args.warmup * args.steps):
-            stepper(batch)
-        rounds = []
-        for _ in range(args.rounds):
-            with recording(device) as rec:
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    stepper(batch)
-                sync(device)
-                rounds.append({**rec, "step": time.perf_counter() - t0})
-        med = {k: statistics.median(r.get(k, 0.0) for r in rounds) / args.steps for k in ("step", *STAGES)}
-        med["other"] = max(0.0, med["step"] - sum(med[k] for k in STAGES))
-        prof[precision] = {"step_s": med["step"], "stages_s": {k: med[k] for k in (*STAGES, "other")},
-                           "channels_last": stepper.mem_format == torch.channels_last, "flops_per_step": flops,
-                           "tflops": flops / med["step"] / 1e12}
-    f, b = prof["fp32"], prof["bf16"]
-    rows = [(k, f["stages_s"][k], b["stages_s"][k]) for k in (*STAGES, "other")] + [("step", f["step_s"], b["step_s"])]
-    print(f"profile: {args.steps} steps x {args.rounds} rounds of batch {stepper.batch_size}, {cfg.method.name}, "
+        if layout == "flip":
+            c.train.channels_last = not prof["fp32"]["channels_last"]
+        prof[name] = profile_step(c, data, device, args)
+    names = list(prof)
+    print(f"profile: {args.steps} steps x {args.rounds} rounds of batch {prof['fp32']['batch']}, {cfg.method.name}, "
           f"{cfg.backbone.name}, {device}; ms per step (share of the step)")
-    print(f"{'stage':<10}{'fp32':>16}{'bf16':>16}{'fp32/bf16':>11}")
-    for k, tf, tb in rows:
-        print(f"{k:<10}{1e3 * tf:>9.1f} ({tf / f['step_s']:4.0%}){1e3 * tb:>9.1f} ({tb / b['step_s']:4.0%})"
-              f"{tf / tb if tb else float('nan'):>11.2f}")
-    for name, p in prof.items():
-        frac = p["tflops"] / peak[f"{name}_tflops"] if peak.get(f"{name}_tflops") else None
-        print(f"{name}: {p['tflops']:.4f} TFLOP/s achieved" + (f", {frac:.0%} of the {peak[f'{name}_tflops']:.3f} "
-                                                               f"TFLOP/s peak" if frac else ""))
+    label = {n: f"{prof[n]['precision']} {'NHWC' if prof[n]['channels_last'] else 'NCHW'}" for n in names}
+    print(f"{'stage':<10}" + "".join(f"{label[n]:>18}" for n in names))
+    for k in (*STAGES, "other", "step"):
+        cells = [(prof[n]["stages_s"][k] if k != "step" else prof[n]["step_s"], prof[n]["step_s"]) for n in names]
+        print(f"{k:<10}" + "".join(f"{1e3 * t:>11.1f} ({t / step:4.0%})" for t, step in cells))
+    for n in names:
+        p, key = prof[n], f"{prof[n]['precision']}_tflops"
+        frac = p["tflops"] / peak[key] if peak.get(key) else None
+        print(f"{label[n]}: {p['tflops']:.4f} TFLOP/s achieved" + (f", {frac:.0%} of the {peak[key]:.3f} TFLOP/s "
+                                                                   f"peak" if frac else ""))
     if peak:
         print(f"peak fp32: {peak['formula']}; bf16: " + ("2 x fp32 (AVX512_BF16)" if peak["bf16_tflops"] else
                                                         "no native bf16 on this CPU (emulated)"))
-    out = {"bench": "profile", "method": cfg.method.name, "backbone": cfg.backbone.name, "batch": stepper.batch_size,
-           "fp32": prof["fp32"], "bf16": prof["bf16"], "bf16_speedup": f["step_s"] / b["step_s"], "peak": peak}
+    f = prof["fp32"]
+    out = {"bench": "profile", "method": cfg.method.name, "backbone": cfg.backbone.name, "batch": f["batch"], **prof,
+           "bf16_speedup": f["step_s"] / prof["bf16"]["step_s"],
+           "other_layout_speedup": f["step_s"] / prof["fp32_other_layout"]["step_s"], "peak": peak}
     if peak.get("fp32_tflops"):
         out["fp32_peak_fraction"] = f["tflops"] / peak["fp32_tflops"]
     return out
