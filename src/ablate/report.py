@@ -843,7 +843,8 @@ def curves_figure(plt, panels: list, key: str, ref_key: str | None, ylabel: str,
             if log and any((c.get(key) or 0) > 0 for c in r["curve"]):
                 ax.set_yscale("log")
         if not any(r["curve"] for r in runs):
-            status = "failed" if any(r["status"] == "failed" for r in runs) else "pending"
+            status = ("failed" if any(r["status"] == "failed" for r in runs) else
+                      "no curves (runs.csv)" if runs and all(r["source"] for r in runs) else "pending")
             ax.text(0.5, 0.5, status, transform=ax.transAxes, ha="center", va="center", color="gray")
             ax.set_xticks([])
             ax.set_yticks([])
