@@ -44,12 +44,6 @@ from .stages import STAGES, recording  # noqa: E402
 from .train import build_runner, optimizer_for  # noqa: E402
 
 
-def machine() -> dict:
-    """What the figures were measured on (``ablate.precision.host``): a figure taken under load is not a figure
-    for an idle machine."""
-    return host()
-
-
 def compose_cfg(method: str, overrides: list[str]):
     from hydra import compose, initialize_config_module
 
@@ -410,7 +404,7 @@ def main(argv=None) -> None:
             p.exit(2, f"ablate.bench: error: --{name.replace('_', '-')}={getattr(args, name)} must be >= {low}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine()
+    info = host()  # what the figures were measured on: under load they are not an idle machine's
     if info["loadavg"][0] > (info["cores"] or 1) / 2:
         print(f"ablate.bench: warning: load average {info['loadavg'][0]} on {info['cores']} cores: other jobs "
               f"share this machine, so absolute figures are low and ratios noisy; measure on an idle machine "

@@ -38,7 +38,6 @@ def outcomes(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["status"].isin(FINISHED) & runs[list(TECHNIQUES)].notna().all(axis=1)]
     out = pd.DataFrame({t: done[t].map(_bool) for t in TECHNIQUES})
     out["collapsed"] = (done["verdict"] == "collapse").to_numpy()
-    out["dim_collapse"] = (done["verdict"] == "dimensional_collapse").to_numpy()
     out["linear_top1"] = pd.to_numeric(done.get("linear_top1"), errors="coerce").to_numpy()
     out["seed"] = done["seed"].to_numpy() if "seed" in done else None
     return out.reset_index(drop=True)
@@ -49,10 +48,6 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
     g = runs.groupby(list(TECHNIQUES))
     return pd.DataFrame({"runs": g.size(), "collapsed": g["collapsed"].sum(), "rate": g["collapsed"].mean(),
                          "linear": g["linear_top1"].mean()})
-
-
-def _key(combo: dict | tuple) -> tuple:
-    return tuple(combo[t] for t in TECHNIQUES) if isinstance(combo, dict) else tuple(combo)
 
 
 def _flip(combo: tuple, *switches: str) -> tuple:
@@ -72,9 +67,9 @@ def main_effects(runs: pd.DataFrame) -> pd.DataFrame:
     for t in varied(c):
         i = TECHNIQUES.index(t)
         on = [k for k in c.index if k[i] and _flip(k, t) in c.index]
-        sides = {}
-        for side, keys in (("on", on), ("off", [_flip(k, t) for k in on])):
-            sel = runs[[_key(r) in set(keys) for r in runs[list(TECHNIQUES)].itertuples(index=False)]]
+        sides, combos = {}, list(runs[list(TECHNIQUES)].itertuples(index=False, name=None))
+        for side, keys in (("on", set(on)), ("off", {_flip(k, t) for k in on})):
+            sel = runs[[k in keys for k in combos]]
             sides |= {f"runs_{side}": len(sel), f"collapsed_{side}": int(sel["collapsed"].sum()),
                       f"rate_{side}": sel["collapsed"].mean() if len(sel) else math.nan,
                       f"linear_{side}": sel["linear_top1"].mean()}

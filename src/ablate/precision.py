@@ -6,6 +6,7 @@ AVX512_BF16 or AMX (x86) or FEAT_BF16 (Arm). Elsewhere torch emulates it and it 
 diagnostics, the EMA update and the linear probe run in fp32 (docs/performance.md).
 """
 
+import functools
 import os
 
 import torch
@@ -15,8 +16,10 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "a
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo names; "bf16" is Arm's FEAT_BF16
 
 
-def cpu_info() -> tuple[str, set[str], float | None]:
-    """(model name, instruction-set flags, clock in GHz or None) from /proc/cpuinfo; empty where unreadable."""
+@functools.cache
+def cpu_info() -> tuple[str, frozenset[str], float | None]:
+    """(model name, instruction-set flags, clock in GHz or None) from /proc/cpuinfo, read once per process;
+    empty where unreadable."""
     model, flags, mhz = "unknown", set(), None
     try:
         with open("/proc/cpuinfo") as f:
@@ -31,7 +34,7 @@ def cpu_info() -> tuple[str, set[str], float | None]:
                     mhz = float(value)
     except (OSError, ValueError):
         pass
-    return model, flags, (mhz / 1000 if mhz else None)
+    return model, frozenset(flags), (mhz / 1000 if mhz else None)
 
 
 def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
