@@ -21,7 +21,8 @@ def test_auto_is_bf16_only_where_the_cpu_multiplies_bf16():
     assert precision.resolve("auto", CPU, {"asimd", "bf16"}) == "bf16"  # Arm FEAT_BF16
     assert precision.resolve("bf16", CPU, {"avx2"}) == "bf16"  # asked for: kept, emulated
     assert precision.resolve("fp32", CPU, {"amx_bf16"}) == "fp32"
-    assert precision.channels_last("auto", CPU, "bf16") and not precision.channels_last("auto", CPU, "fp32")
+    assert precision.channels_last("auto", CPU, "bf16") and precision.channels_last("auto", CPU, "fp32")
+    assert not precision.channels_last("auto", torch.device("mps"), "fp32")
     assert not precision.channels_last(False, CPU, "bf16") and precision.channels_last(True, CPU, "fp32")
     with pytest.raises(ValueError, match="choose one of: auto, fp32, bf16"):
         precision.resolve("fp16", CPU)
@@ -49,7 +50,7 @@ def test_the_runner_falls_back_to_fp32_without_native_bf16(cfg_factory, monkeypa
     monkeypatch.setattr(precision, "cpu_info", lambda: ("test cpu", flags, 2.0))
     _, _, _, stepper = _runner(cfg_factory, "train.precision=auto")
     assert stepper.precision == expect and stepper.bf16 is (expect == "bf16")
-    assert (stepper.mem_format == torch.channels_last) is (expect == "bf16")
+    assert stepper.mem_format == torch.channels_last
 
 
 def test_bf16_autocast_covers_the_encoder_not_the_loss_diagnostics_ema_or_probe(cfg_factory, monkeypatch):

@@ -95,6 +95,22 @@ def _old_precision(train: dict, s: dict) -> str | None:
     return None if p is None or device is None else ("bf16" if str(device).startswith("cuda") else "fp32")
 
 
+def _old_channels_last(train: dict, s: dict, precision: str | None) -> bool | None:
+    """The memory format of a run from before summary.json recorded it: ``auto`` then meant NHWC on CUDA or in
+    bf16 only."""
+    v = train.get("channels_last", "auto")
+    if v != "auto":
+        return bool(v)
+    device = s.get("device")
+    return None if device is None else (str(device).startswith("cuda") or precision == "bf16")
+
+
+def _layout(channels_last) -> str:
+    if channels_last is None or (isinstance(channels_last, float) and channels_last != channels_last):
+        return "?"
+    return "NHWC" if channels_last in (True, "True", "true") else "NCHW"
+
+
 def load_run(run_dir: Path, summary: dict | None) -> dict:
     """One run as a flat record; fields a failed or unfinished run's summary lacks come from Hydra's files."""
     s = summary or {"status": "pending"}
@@ -109,10 +125,12 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     epochs = s.get("epochs", section("train").get("epochs"))
     method = s.get("method") or section("method").get("name")
     invariance = section("method").get("invariance") or _preset_invariance(method)
+    precision = s.get("precision") or _old_precision(section("train"), s)
     return {
         "dir": str(run_dir), "sweep_dir": _sweep_dir(run_dir), "status": s.get("status"), "source": None,
         "baseline": s.get("baseline") or section("method").get("baseline"),
-        "device": s.get("device"), "precision": s.get("precision") or _old_precision(section("train"), s),
+        "device": s.get("device"), "precision": precision,
+        "channels_last": s.get("channels_last", _old_channels_last(section("train"), s, precision)),
         "error": s.get("error"), "verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
         "method": method, "techniques": tech, "invariance": invariance,
         # runs from before the switch (no field, no config key) acted on raw outputs
@@ -173,7 +191,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *TECHNIQUES, "reg_geometry", "seed",
               "status", "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed",
-              "wall_s", "embedding_dim", "chance_top1", "device", "precision", "linear_norm")
+              "wall_s", "embedding_dim", "chance_top1", "device", "precision", "channels_last", "linear_norm")
 
 
 def load_csv_runs(path: Path) -> list[dict]:
@@ -192,6 +210,8 @@ def load_csv_runs(path: Path) -> list[dict]:
         runs.append({
             **{k: rec.get(k) for k in CSV_FIELDS if k not in TECHNIQUES},
             "seed": int(seed) if str(seed).isdigit() else seed, "techniques": tech, "invariance": invariance,
+            "channels_last": rec["channels_last"] if "channels_last" in df.columns  # older files predate the column
+            else _old_channels_last({}, rec, rec.get("precision")),
             "reg_geometry": rec.get("reg_geometry") or reg_geometry("raw", invariance),
             "choices": {k: rec.get(k) for k in ("row", "reg", "experiment", "scale") if rec.get(k)},
             "metrics": {k: v for k, v in rec.items() if k not in CSV_FIELDS and v is not None},
@@ -667,10 +687,11 @@ def provenance_markdown(s: dict) -> list[str]:
     dims = sorted({r["embedding_dim"] for r in done if r["embedding_dim"]})
     devices = sorted({r["device"] or "?" for r in done})
     precisions = sorted({r.get("precision") or "?" for r in done})
+    layouts = sorted({_layout(r.get("channels_last")) for r in done})
     wall = sum(r["wall_s"] or 0 for r in done)
     out += [f"- data `{data}`, backbone `{backbone}`, {epochs} epochs, scale preset `{scale}`, embedding dims "
             f"{', '.join(map(str, dims)) or '?'}, device {', '.join(devices) or '?'}, precision "
-            f"{', '.join(precisions) or '?'}, total training wall time "
+            f"{', '.join(precisions) or '?'}, layout {', '.join(layouts) or '?'}, total training wall time "
             f"{wall / 60:.1f} min", ""]
     out += ["### Regenerate the runs", "", "```bash", *regen_commands(runs), "```", "",
             "Re-running a sweep skips the cells whose summary.json is complete.", ""]
@@ -896,6 +917,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],
             "epochs_completed": r["epochs_completed"], "wall_s": r["wall_s"], "embedding_dim": r["embedding_dim"],
             "chance_top1": r["chance_top1"], "device": r["device"], "precision": r.get("precision"),
+            "channels_last": r.get("channels_last"),
             **{k: r["metrics"].get(k) for k in metric_keys},
             "linear_norm": r.get("linear_norm"),
         })
