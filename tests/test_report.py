@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ablate.config import TECHNIQUES
+from ablate import report
 from ablate.report import main
 
 ROW_SWITCHES = {"byol": (1, 1, 1, 1), "simsiam_no_bn": (0, 1, 1, 0), "simsiam_no_pred_no_bn": (0, 1, 0, 0),
@@ -356,3 +357,12 @@ def test_report_analyses_a_partial_factorial(tmp_path):
     df = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert factorial.markdown(factorial.outcomes(df[df["method"] == "simsiam"]),
                               heatmap="interactions_table_cpu_simsiam.png") in part
+
+
+def test_regen_command_names_every_seed_a_sweep_dir_holds(tmp_path):
+    # multirun.yaml keeps the last invocation only: seed=1 run after seed=0 into the same directory
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
+        "hydra": ["hydra.mode=MULTIRUN"], "task": ["+experiment=factorial", "+method=vicreg", "seed=1"]}}}))
+    runs = [{"sweep_dir": tmp_path, "seed": s, "overrides": []} for s in (1, 0, 1)]
+    assert report.regen_commands(runs) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=0,1"]
+    assert report.regen_commands(runs[:1]) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=1"]

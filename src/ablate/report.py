@@ -624,6 +624,16 @@ def factorial_markdown(cells: dict) -> str:
     return md_table([SHORT[t] for t in TECHNIQUES] + ["linear top-1 % (or verdict)"], rows)
 
 
+def _with_seeds(task: list[str], seeds: set) -> list[str]:
+    """A sweep's overrides with the seeds its runs have: multirun.yaml holds only the last invocation's, and a
+    sweep is often extended one seed at a time into the same directory."""
+    seeds = sorted(x for x in seeds if isinstance(x, int))
+    if len(seeds) < 2:
+        return list(task)
+    kept = [o for o in task if not o.startswith("seed=")]
+    return kept + ["seed=" + ",".join(map(str, seeds))]
+
+
 def regen_commands(runs: list[dict]) -> list[str]:
     """The sweep commands from each sweep's multirun.yaml (run from the directory the sweep was started in);
     single runs from their recorded overrides."""
@@ -631,7 +641,8 @@ def regen_commands(runs: list[dict]) -> list[str]:
     for sweep in sorted({r["sweep_dir"] for r in runs if r["sweep_dir"]}):
         ov = (_yaml(sweep / "multirun.yaml") or {}).get("hydra", {}).get("overrides", {})
         extra = [o for o in ov.get("hydra", []) if not o.startswith(("hydra.mode=", "hydra.output_subdir="))]
-        cmds.append(" ".join(["python -m ablate -m", *map(shlex.quote, ov.get("task", []) + extra)]))
+        task = _with_seeds(ov.get("task", []), {r["seed"] for r in runs if r["sweep_dir"] == sweep})
+        cmds.append(" ".join(["python -m ablate -m", *map(shlex.quote, task + extra)]))
     for r in runs:
         if not r["sweep_dir"] and r["overrides"]:
             cmds.append(" ".join(["python -m ablate", *map(shlex.quote, r["overrides"])]))
