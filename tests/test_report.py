@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from ablate.config import TECHNIQUES
-from ablate import report
-from ablate.report import main
+from ablate.report import main, regen_commands
 
 ROW_SWITCHES = {"byol": (1, 1, 1, 1), "simsiam_no_bn": (0, 1, 1, 0), "simsiam_no_pred_no_bn": (0, 1, 0, 0),
                 "simsiam": (0, 1, 1, 1), "vicreg": (0, 0, 0, 1)}
@@ -340,6 +339,8 @@ def test_report_analyses_a_partial_factorial(tmp_path):
                      geometry="sphere" if var else None)
     main([str(sweep), "--out", str(tmp_path / "out")])
     md = (tmp_path / "out" / "report.md").read_text()
+    # its runs include Table 4's SimSiam cells, yet a factorial's report is not a partial Table 4
+    assert md.startswith("# Anti-collapse ablations: the six switches' factorial") and "VICReg Table 4" not in md
     part = md.split("### Which switch matters, `simsiam` recipe")[1].split("\n### ")[0]
     assert "`python -m ablate.factorial runs.csv --method simsiam` prints the same" in part
     # predictor: pairs (var, bn) = (0,0), (0,1), (1,1); with it off 2 of those 3 collapse, 2 seeds each
@@ -364,5 +365,5 @@ def test_regen_command_names_every_seed_a_sweep_dir_holds(tmp_path):
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {
         "hydra": ["hydra.mode=MULTIRUN"], "task": ["+experiment=factorial", "+method=vicreg", "seed=1"]}}}))
     runs = [{"sweep_dir": tmp_path, "seed": s, "overrides": []} for s in (1, 0, 1)]
-    assert report.regen_commands(runs) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=0,1"]
-    assert report.regen_commands(runs[:1]) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=1"]
+    assert regen_commands(runs) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=0,1"]
+    assert regen_commands(runs[:1]) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=1"]

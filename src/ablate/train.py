@@ -229,7 +229,9 @@ class SupervisedStepper(Stepper):
 
     def __call__(self, batch) -> torch.Tensor:
         images, labels = batch
-        return self.update(*two_views(images, self.cfg.aug, self.size, self.mean, self.std), labels)
+        with stage("aug"):
+            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std)
+        return self.update(*views, labels)
 
 
 @torch.no_grad()
