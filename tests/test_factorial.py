@@ -54,8 +54,8 @@ def test_the_rule_its_main_effects_and_minimal_sets_are_recovered():
     assert factorial.minimal_sets(runs, on=False) == [(("predictor", "var"), 32)]
     text = factorial.paragraph(runs)
     assert "128 finished runs cover 64 of the 64 switch combinations (seeds 0, 1); 32 collapsed" in text
-    assert "No run collapsed when `predictor` on (64 runs); or when `var` on (64 runs)" in text
-    assert "Every run collapsed when `predictor` and `var` were all off (32 runs)" in text
+    assert "No run collapsed when `predictor` was on (64 runs); or when `var` was on (64 runs)" in text
+    assert "Every run collapsed when `predictor` and `var` were both off (32 runs)" in text
     assert "from 32 of 64 runs to 0 of 64" in text
     assert "The largest interaction is `predictor` x `var` (+1.00" in text
     assert "with both off 32 of 32" in text

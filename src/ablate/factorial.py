@@ -128,6 +128,10 @@ def _set(s: tuple[str, ...], word: str) -> str:
     return " and ".join(f"`{t}`" for t in s) + f" {word}" if s else "(no switch)"
 
 
+def _were(s: tuple[str, ...], state: str) -> str:
+    return {1: f"was {state}", 2: f"were both {state}"}.get(len(s), f"were all {state}")
+
+
 def _count(sel: pd.DataFrame) -> str:
     return f"{int(sel['collapsed'].sum())} of {len(sel)}"
 
@@ -141,10 +145,10 @@ def paragraph(runs: pd.DataFrame) -> str:
     prevent, cause = minimal_sets(runs, on=True), minimal_sets(runs, on=False)
     if prevent:
         text.append("No run collapsed when " + "; or when ".join(
-            f"{_set(s, 'on' if len(s) == 1 else 'were all on')} ({n} runs)" for s, n in prevent) + ".")
+            f"{_set(s, _were(s, 'on'))} ({n} runs)" for s, n in prevent) + ".")
     if cause:
         text.append("Every run collapsed when " + "; or when ".join(
-            f"{_set(s, 'off' if len(s) == 1 else 'were all off')} ({n} runs)" for s, n in cause) + ".")
+            f"{_set(s, _were(s, 'off'))} ({n} runs)" for s, n in cause) + ".")
     if len(eff):
         top = eff.reindex(eff["effect"].abs().sort_values(ascending=False, kind="stable").index)
         for t, e in top.head(2).astype(object).iterrows():
