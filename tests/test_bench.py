@@ -41,6 +41,8 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     assert step["method"] == "byol" and step["batch"] == 16
     assert epoch["images"] == 64 and epoch["flops_per_step"] > 0 and epoch["peak_mem_mb"] > 0
     assert epoch["speedup_vs_reference"] == pytest.approx(epoch["reference_epoch_s"] / epoch["epoch_s"])
+    assert epoch["model_only_epoch_s"] > 0
+    assert epoch["speedup_ceiling"] == pytest.approx(epoch["reference_epoch_s"] / epoch["model_only_epoch_s"])
     for name in ("suite", "torchvision", "kornia", "runner (Stepper)", "bare loop", "reference (torchvision"):
         assert name in r.stdout
 
