@@ -29,16 +29,21 @@ def popen(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for_claim(run_dir: Path, proc, timeout=120) -> dict:
-    """The lock file's holder, once the run has taken the directory."""
+def wait_for(read, proc, what: str, timeout=120):
+    """``read()``'s value once it stops raising OSError or ValueError, while the run is still alive."""
     end = time.time() + timeout
     while time.time() < end:
         try:
-            return json.loads((run_dir / LOCK).read_text())
+            return read()
         except (OSError, ValueError):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-    raise AssertionError("the run never locked its directory")
+    raise AssertionError(f"the run never {what}")
+
+
+def wait_for_claim(run_dir: Path, proc, timeout=120) -> dict:
+    """The lock file's holder, once the run has taken the directory."""
+    return wait_for(lambda: json.loads((run_dir / LOCK).read_text()), proc, "locked its directory", timeout)
 
 
 def snapshot(d: Path) -> dict:
@@ -199,10 +204,8 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     proc = popen("+method=simsiam", *TINY, "train.epochs=200", f"hydra.run.dir={out}", cwd=tmp_path)
     wait_for_claim(out, proc)
-    end = time.time() + 120  # interrupt the training loop, not the imports (a library's bare except may eat it)
-    while not (out / "metrics.jsonl").exists() and time.time() < end:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
+    # interrupt the training loop, not the imports (a library's bare except may eat it)
+    wait_for((out / "metrics.jsonl").stat, proc, "started training")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
