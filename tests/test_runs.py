@@ -25,8 +25,10 @@ from ablate.rundir import LOCK, unique_dir
 
 def popen(*args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that: restore Ctrl-C
     return subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(read, proc, what: str, timeout=120):
