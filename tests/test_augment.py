@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from ablate.augment import (
     GRAY,
     adjust_hue,
+    augment_view,
     color_jitter,
+    compiled_colour_ops,
     crop_boxes,
     gaussian_blur,
     jitter_factors,
@@ -243,3 +245,18 @@ def test_jitter_on_the_changed_samples_only_equals_the_full_batch_to_the_bit():
     assert torch.equal(color_jitter(x, factors, apply), full)  # the CPU default
     none = torch.zeros(64, dtype=torch.bool)
     assert torch.equal(color_jitter(x, factors, none, subset=True), color_jitter(x, factors, none, subset=False))
+
+
+def test_compiled_colour_ops_match_eager_and_repeat_exactly():
+    """train.compile_aug: the same random draws (made outside the compiled ops), the same views to float
+    rounding, and the same views again on a second call."""
+    img = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    for view in (0, 1):  # view 1: blur and solarize as well
+        outs = []
+        for colour in (None, compiled_colour_ops(), compiled_colour_ops()):
+            torch.manual_seed(3)
+            outs.append(augment_view(img, AUG, view, 32, mean, std, *(colour,) if colour else ()))
+        eager, compiled, again = outs
+        assert torch.allclose(eager, compiled, atol=1e-4) and not torch.equal(eager, img.float())
+        assert torch.equal(compiled, again)

@@ -38,7 +38,7 @@ def test_peak_is_cores_times_clock_times_flop_per_cycle():
 
 
 def _runner(cfg_factory, *overrides):
-    cfg = cfg_factory("+method=byol", "var=hinge", "cov=offdiag", *overrides, *TINY)
+    cfg = cfg_factory("+method=byol", "var=hinge", "cov=offdiag", *TINY, *overrides)
     data = load_data(cfg.data, cfg.eval, cfg.seed)
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, CPU)
@@ -78,11 +78,30 @@ def test_bf16_autocast_covers_the_encoder_not_the_loss_diagnostics_ema_or_probe(
     assert 0 <= acc <= 1
 
 
-@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_compile_aug_auto_needs_a_cpu_a_compiler_and_a_long_enough_run(cfg_factory, monkeypatch):
+    enough = precision.COMPILE_AUG_MIN_IMAGES
+    monkeypatch.setattr(precision, "cxx_available", lambda: True)
+    assert precision.compile_aug("auto", CPU, enough) and not precision.compile_aug("auto", CPU, enough - 1)
+    assert not precision.compile_aug("auto", torch.device("cuda"), enough)
+    assert precision.compile_aug(True, torch.device("cuda"), 1) and not precision.compile_aug(False, CPU, enough)
+    with pytest.raises(ValueError, match="train.compile_aug=maybe"):
+        precision.compile_aug("maybe", CPU, enough)
+    # the runner counts both views of every step: 20 epochs x 4 steps x 16 images x 2 views = 2560
+    monkeypatch.setattr(precision, "COMPILE_AUG_MIN_IMAGES", 2560)
+    assert _runner(cfg_factory, "train.epochs=20")[3].compile_aug
+    assert not _runner(cfg_factory, "train.epochs=19")[3].compile_aug
+    monkeypatch.setattr(precision, "cxx_available", lambda: False)
+    assert not _runner(cfg_factory, "train.epochs=20")[3].compile_aug
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16", "fp32 compile_aug"])
 def test_a_run_is_deterministic_for_a_given_precision(cfg_factory, prec):
+    prec, *compiled = prec.split()
     results = []
     for _ in range(2):
-        _, data, model, stepper = _runner(cfg_factory, f"train.precision={prec}")
+        _, data, model, stepper = _runner(cfg_factory, f"train.precision={prec}",
+                                          f"train.compile_aug={bool(compiled)}")
+        assert stepper.compile_aug is bool(compiled)
         torch.manual_seed(1)
         terms = [stepper(b) for b, _ in zip(stepper.epoch_batches(data.ssl_x), range(3))]
         results.append((torch.stack(terms), [p.detach().clone() for p in model.online.parameters()]))

@@ -113,6 +113,21 @@ def test_a_refused_or_skipped_run_leaves_the_directory_byte_identical(tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_run_stored_before_compile_aug_existed_reads_as_eager(cfg_factory):
+    from ablate.rundir import upgrade_config
+    from ablate.train import _config_diff, _resumable_config
+
+    def stored():
+        old = _resumable_config(cfg_factory("+method=simsiam", *TINY))
+        del old["train"]["compile_aug"]
+        return old
+
+    eager = _resumable_config(cfg_factory("+method=simsiam", *TINY, "train.compile_aug=false"))
+    assert _config_diff(upgrade_config(stored()), eager) == []
+    auto = _resumable_config(cfg_factory("+method=simsiam", *TINY))
+    assert _config_diff(upgrade_config(stored()), auto) == ["train.compile_aug: False -> 'auto'"]
+
+
 BAD = [
     ("eval.linear.epochs=0", "eval.linear.epochs=0 must be an integer >= 1"),
     ("eval.knn_k=0", "eval.knn_k=0 must be an integer >= 1"),
@@ -127,6 +142,7 @@ BAD = [
     ("eval.every=0", "eval.every=0 must be an integer >= 1"),
     ("data.image_size=0", "data.image_size=0 must be an integer >= 8"),
     ("device=tpu", "device=tpu is unknown"),
+    ("train.compile_aug=maybe", "train.compile_aug=maybe must be auto, true or false"),
 ]
 if not torch.cuda.is_available():
     BAD.append(("device=cuda", "device=cuda but CUDA is not available here"))

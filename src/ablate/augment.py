@@ -6,6 +6,7 @@ but draws its parameters for the whole batch at once and runs as a handful of te
 Images enter as uint8 [N, C, H, W] and leave as normalized float [N, C, S, S].
 """
 
+import functools
 import math
 
 import torch
@@ -160,26 +161,56 @@ def gaussian_blur(x, sigma, apply, kernel_size: int):
     return _pick(x, y.view(n, ch, hgt, wid), apply)
 
 
-def augment_view(images, cfg, view: int, size: int, mean, std):
-    """One augmented view of a uint8 batch [N, C, H, W] (on any device); cfg is the ``aug`` node."""
-    n, _, height, width = images.shape
-    dev = images.device
-    x = images.float().div_(255)
-    boxes = crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, dev)
-    flip = torch.rand(n, device=dev) < cfg.flip_p
-    x = resized_crop_flip(x, boxes, flip, size)
+def draw_view(n: int, cfg, view: int, height: int, width: int, device) -> dict:
+    """Every random parameter of one view of n images, drawn in one fixed order (the pixel ops draw none, so
+    eager and compiled ops see the same draws)."""
+    p = {"boxes": crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, device),
+         "flip": torch.rand(n, device=device) < cfg.flip_p}
     if cfg.jitter_p > 0:
-        x = color_jitter(x, jitter_factors(n, cfg, dev), torch.rand(n, device=dev) < cfg.jitter_p)
+        p["jitter"] = jitter_factors(n, cfg, device)
+        p["jitter_on"] = torch.rand(n, device=device) < cfg.jitter_p
     if cfg.gray_p > 0:
-        x = _pick(x, _gray(x), torch.rand(n, device=dev) < cfg.gray_p)
+        p["gray"] = torch.rand(n, device=device) < cfg.gray_p
     if cfg.blur_p[view] > 0:
-        kernel = 2 * int(0.05 * size) + 1  # about 10% of the image side, odd
-        sigma = _u(n, cfg.blur_sigma[0], cfg.blur_sigma[1], dev)
-        x = gaussian_blur(x, sigma, torch.rand(n, device=dev) < cfg.blur_p[view], kernel)
+        p["sigma"] = _u(n, cfg.blur_sigma[0], cfg.blur_sigma[1], device)
+        p["blur"] = torch.rand(n, device=device) < cfg.blur_p[view]
     if cfg.solarize_p[view] > 0:
+        p["solarize"] = torch.rand(n, device=device) < cfg.solarize_p[view]
+    return p
+
+
+def colour_ops(x, p: dict, mean, std, subset: bool | None = None):
+    """The ops after the crop, on float [N, C, S, S] in [0, 1] with the parameters of ``draw_view``: colour
+    jitter, grayscale, blur, solarize, normalize. Elementwise but for the blur, so ``torch.compile`` fuses
+    them into a few loops (``compiled_colour_ops``)."""
+    if "jitter" in p:
+        x = color_jitter(x, p["jitter"], p["jitter_on"], subset)
+    if "gray" in p:
+        x = _pick(x, _gray(x), p["gray"])
+    if "blur" in p:
+        kernel = 2 * int(0.05 * x.shape[-1]) + 1  # about 10% of the image side, odd
+        x = gaussian_blur(x, p["sigma"], p["blur"], kernel)
+    if "solarize" in p:
         # solarize at 0.5 maps x >= 0.5 to 1 - x, i.e. min(x, 1 - x)
-        x = _pick(x, torch.minimum(x, 1 - x), torch.rand(n, device=dev) < cfg.solarize_p[view])
+        x = _pick(x, torch.minimum(x, 1 - x), p["solarize"])
     return normalize_float(x, mean, std)
+
+
+@functools.cache
+def compiled_colour_ops():
+    """``colour_ops`` through ``torch.compile`` (inductor; on a CPU it needs a C++ compiler): one fused loop
+    instead of some forty full-size kernels. Every blend runs on the whole batch (``subset=False``), so the
+    shapes stay fixed; results match eager ones to float rounding, not to the bit."""
+    return torch.compile(functools.partial(colour_ops, subset=False), dynamic=False)
+
+
+def augment_view(images, cfg, view: int, size: int, mean, std, colour=colour_ops):
+    """One augmented view of a uint8 batch [N, C, H, W] (on any device); cfg is the ``aug`` node, ``colour``
+    ``colour_ops`` or its compiled form."""
+    n, _, height, width = images.shape
+    p = draw_view(n, cfg, view, height, width, images.device)
+    x = resized_crop_flip(images.float().div_(255), p["boxes"], p["flip"], size)
+    return colour(x, p, mean, std)
 
 
 def normalize_float(x, mean, std):
@@ -188,8 +219,9 @@ def normalize_float(x, mean, std):
     return torch.addcmul((-mean.to(x.dtype) * inv).view(1, -1, 1, 1), x, inv.view(1, -1, 1, 1))
 
 
-def two_views(images, cfg, size, mean, std):
-    return augment_view(images, cfg, 0, size, mean, std), augment_view(images, cfg, 1, size, mean, std)
+def two_views(images, cfg, size, mean, std, colour=colour_ops):
+    return (augment_view(images, cfg, 0, size, mean, std, colour),
+            augment_view(images, cfg, 1, size, mean, std, colour))
 
 
 def eval_view(images, size, mean, std):

@@ -6,7 +6,8 @@ A ``speedup_*`` above 1 means the suite is faster; ``overhead_vs_bare`` is the r
 plain loop's.
 
     aug    two-view augmentation: the suite's batched ops vs torchvision's PIL transforms in a DataLoader
-           with every core as a worker, and vs kornia's per-sample augmentation (same recipe, same images)
+           with every core as a worker, and vs kornia's per-sample augmentation (same recipe, same images);
+           the suite's colour ops as a run of the config gets them (``train.compile_aug``), and eager too
     step   the runner's training step (ablate.train.Stepper) vs a bare loop doing the same augmentation,
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
@@ -35,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .augment import two_views  # noqa: E402
+from .augment import colour_ops, two_views  # noqa: E402
 from .data import load_data  # noqa: E402
 from .dist import pick_device  # noqa: E402
 from .ema import cosine_tau, update_momentum  # noqa: E402
@@ -149,11 +150,17 @@ def bench_aug(cfg, data, device, args) -> dict:
     n, bs, size, aug = len(images), args.aug_batch, cfg.data.image_size, cfg.aug
     mean, std = data.mean, data.std
     batches = [images[i:i + bs] for i in range(0, n, bs)]
+    colour = build_runner(cfg, data, device)[1].colour  # the colour ops a run of this config uses
 
-    def suite():
+    def suite(colour=colour):
         for b in batches:
-            two_views(b, aug, size, mean, std)
+            two_views(b, aug, size, mean, std, colour)
 
+    compiled = colour is not colour_ops
+    if compiled:  # the first call compiles (one graph per view and batch shape); timed apart from the rounds
+        t0 = time.perf_counter()
+        suite()
+        compile_s = time.perf_counter() - t0
     loader = torchvision_loader(images, aug, size, mean, std, bs, args.workers)
 
     def tv():
@@ -175,6 +182,8 @@ def bench_aug(cfg, data, device, args) -> dict:
                 k1(x), k2(x)
 
     sides = {"suite": suite, "torchvision": tv, "kornia": kornia}
+    if compiled:
+        sides["suite, eager colour ops"] = lambda: suite(colour_ops)
     if args.no_kornia:
         del sides["kornia"]
     t = alternate(sides, args.rounds, args.warmup, device)
@@ -184,7 +193,11 @@ def bench_aug(cfg, data, device, args) -> dict:
           [(k, t[k], n, med[k] / med["suite"]) for k in t])
     out = {"bench": "aug", "images": n, "batch": bs, "workers": args.workers,
            "suite_img_s": n / med["suite"], "torchvision_img_s": n / med["torchvision"],
-           "speedup_vs_torchvision": med["torchvision"] / med["suite"]}
+           "speedup_vs_torchvision": med["torchvision"] / med["suite"], "compile_aug": compiled}
+    if compiled:
+        eager = med["suite, eager colour ops"]
+        out.update(suite_eager_img_s=n / eager, speedup_vs_torchvision_eager=med["torchvision"] / eager,
+                   compile_speedup=eager / med["suite"], compile_s=compile_s)
     if "kornia" in med:
         out.update(kornia_img_s=n / med["kornia"], speedup_vs_kornia=med["kornia"] / med["suite"])
     return out
@@ -221,7 +234,7 @@ def bench_step(cfg, data, device, args) -> dict:
 
     def bare_loop():
         for _ in range(args.steps):
-            x1, x2 = two_views(batch, aug, size, mean, std)
+            x1, x2 = two_views(batch, aug, size, mean, std, stepper.colour)
             bare(x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt))
 
     def bare_no_aug():

@@ -64,6 +64,32 @@ def channels_last(value, device: torch.device, precision: str) -> bool:
     return bool(value)
 
 
+# Fewer augmented images than this and a cold compile (about 12 s on a 2-core CPU) outweighs what the fused
+# colour ops save (about 45 us per image, docs/performance.md).
+COMPILE_AUG_MIN_IMAGES = 100_000
+
+
+def cxx_available() -> bool:
+    """Whether inductor finds the C++ compiler it builds CPU kernels with."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return bool(get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - no compiler, or an inductor without this helper
+        return False
+
+
+def compile_aug(value, device: torch.device, images: int) -> bool:
+    """``train.compile_aug``: ``auto`` compiles the colour ops (``augment.compiled_colour_ops``) on a CPU with a
+    C++ compiler when the run augments at least ``COMPILE_AUG_MIN_IMAGES`` images (both views counted); an
+    explicit true or false is kept."""
+    if value == "auto":
+        return device.type == "cpu" and images >= COMPILE_AUG_MIN_IMAGES and cxx_available()
+    if not isinstance(value, bool):
+        raise ValueError(f"train.compile_aug={value} is unknown; use auto, true or false")
+    return value
+
+
 def host() -> dict:
     """The machine a figure or a run comes from: CPU model and the instruction-set flags that matter, clock,
     cores, torch threads, the load average, torch and CUDA device. Runs are deterministic per CPU and threads."""

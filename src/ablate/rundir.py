@@ -90,21 +90,28 @@ def unique_dir(base: Path) -> Path:
     raise RunDirError(f"no free run directory next to {base}")
 
 
+def upgrade_config(config: dict) -> dict:
+    """A stored config in today's terms, in place: fields older versions wrote and nothing reads are dropped,
+    and fields added since get the value those versions ran with."""
+    if isinstance(config.get("stop_grad"), dict):
+        config["stop_grad"].pop("branch", None)
+    if isinstance(config.get("train"), dict):
+        config["train"].setdefault("compile_aug", False)  # augmentation was eager before the switch existed
+    return config
+
+
 def _stored_config(run_dir: Path) -> dict | None:
     """The config the run in ``run_dir`` trained: its checkpoint's, else its config.yaml (logger left out)."""
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
-        config = ckpt["config"]
-        if isinstance(config.get("stop_grad"), dict):  # a field nothing read, in older checkpoints
-            config["stop_grad"].pop("branch", None)
-        return config
+        return upgrade_config(ckpt["config"])
     path = run_dir / "config.yaml"
     if path.is_file():
         config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         config.pop("logger", None)
-        return config
+        return upgrade_config(config)
     return None
 
 

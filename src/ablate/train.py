@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from . import dist as D
-from .augment import eval_view, two_views
+from .augment import colour_ops, compiled_colour_ops, eval_view, two_views
 from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
 from .data import FolderStream, load_data
@@ -35,7 +35,8 @@ from .losses import SCALE_FREE
 from .method import TERMS, Baseline, JointEmbedding, equivalences
 from .models import count_bn, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
-from .precision import channels_last, host, resolve
+from .precision import channels_last, compile_aug, host, resolve
+from .rundir import upgrade_config
 from .stages import stage
 from .summary import SCHEMA, finished_summary, write_json, write_text
 
@@ -172,6 +173,8 @@ class Stepper:
                                                    find_unused_parameters=isinstance(model, Baseline))  # projector
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
+        self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
+        self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
         self.step, self.lr, self.tau = 0, None, None
 
     def epoch_batches(self, images):
@@ -191,7 +194,7 @@ class Stepper:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with stage("aug"):
-            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std)
+            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
         return self.update(*views)
 
     def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
@@ -230,7 +233,7 @@ class SupervisedStepper(Stepper):
     def __call__(self, batch) -> torch.Tensor:
         images, labels = batch
         with stage("aug"):
-            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std)
+            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
         return self.update(*views, labels)
 
 
@@ -390,9 +393,7 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
         if writer:
             metrics_path.write_text("")
         return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
-    if isinstance(ckpt["config"].get("stop_grad"), dict):  # a field nothing read, in older checkpoints
-        ckpt["config"]["stop_grad"].pop("branch", None)
-    diff = _config_diff(ckpt["config"], _resumable_config(cfg))
+    diff = _config_diff(upgrade_config(ckpt["config"]), _resumable_config(cfg))
     if diff:
         raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
                           f"run the same command to resume, or choose another hydra.run.dir")
@@ -492,6 +493,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
+        "compile_aug": stepper.compile_aug,
         "host": {k: v for k, v in host().items() if k != "loadavg"},
         "overrides": _overrides(), "choices": _choices(),
         "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run
