@@ -7,6 +7,7 @@ Images enter as uint8 [N, C, H, W] and leave as normalized float [N, C, S, S].
 """
 
 import functools
+import logging
 import math
 
 import torch
@@ -201,6 +202,8 @@ def compiled_colour_ops():
     """``colour_ops`` through ``torch.compile`` (inductor; on a CPU it needs a C++ compiler): one fused loop
     instead of some forty full-size kernels. Every blend runs on the whole batch (``subset=False``), so the
     shapes stay fixed; results match eager ones to float rounding, not to the bit."""
+    # a CPU-only machine would otherwise print torch's "No CUDA runtime is found" at the first compile
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return torch.compile(functools.partial(colour_ops, subset=False), dynamic=False)
 
 
