@@ -43,8 +43,23 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     assert epoch["speedup_vs_reference"] == pytest.approx(epoch["reference_epoch_s"] / epoch["epoch_s"])
     assert epoch["model_only_epoch_s"] > 0
     assert epoch["speedup_ceiling"] == pytest.approx(epoch["reference_epoch_s"] / epoch["model_only_epoch_s"])
+    assert epoch["compile_aug"] is False and not aug["compile_aug"]  # too short a run to repay a compile
+    if "peak_fraction" in epoch:  # a CPU whose peak the flags give
+        assert epoch["peak_fraction"] == pytest.approx(epoch["tflops"] / epoch["fp32_peak_tflops"])
+        assert epoch["model_only_peak_fraction"] == pytest.approx(
+            epoch["peak_fraction"] * epoch["epoch_s"] / epoch["model_only_epoch_s"])
     for name in ("suite", "torchvision", "kornia", "runner (Stepper)", "bare loop", "reference (torchvision"):
         assert name in r.stdout
+
+
+def test_bench_aug_times_compiled_colour_ops_beside_eager_ones():
+    r = subprocess.run([sys.executable, "-m", "ablate.bench", "aug", "--no-kornia", *TINY, "train.compile_aug=true"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (aug,) = _json_lines(r.stdout)
+    assert aug["compile_aug"] is True and aug["compile_s"] > 0 and "suite, eager colour ops" in r.stdout
+    assert aug["compile_speedup"] == pytest.approx(aug["suite_img_s"] / aug["suite_eager_img_s"])
+    assert aug["speedup_vs_torchvision_eager"] == pytest.approx(aug["suite_eager_img_s"] / aug["torchvision_img_s"])
 
 
 def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():

@@ -88,10 +88,11 @@ def test_compile_aug_auto_needs_a_cpu_a_compiler_and_a_long_enough_run(cfg_facto
         precision.compile_aug("maybe", CPU, enough)
     # the runner counts both views of every step: 20 epochs x 4 steps x 16 images x 2 views = 2560
     monkeypatch.setattr(precision, "COMPILE_AUG_MIN_IMAGES", 2560)
-    assert _runner(cfg_factory, "train.epochs=20")[3].compile_aug
-    assert not _runner(cfg_factory, "train.epochs=19")[3].compile_aug
+    assert _runner(cfg_factory, "train.epochs=20", "train.compile_aug=auto")[3].compile_aug
+    assert not _runner(cfg_factory, "train.epochs=19", "train.compile_aug=auto")[3].compile_aug
+    assert not _runner(cfg_factory, "train.epochs=20")[3].compile_aug  # off by default
     monkeypatch.setattr(precision, "cxx_available", lambda: False)
-    assert not _runner(cfg_factory, "train.epochs=20")[3].compile_aug
+    assert not _runner(cfg_factory, "train.epochs=20", "train.compile_aug=auto")[3].compile_aug
 
 
 @pytest.mark.parametrize("prec", ["fp32", "bf16", "fp32 compile_aug"])

@@ -29,20 +29,16 @@ import statistics
 import sys
 import time
 
-# OpenMP threads spin while they wait for each other: on shared cores one descheduled thread stalls every small
-# op (docs/performance.md). Set before torch loads; it applies to both sides of every benchmark alike.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .augment import colour_ops, two_views  # noqa: E402
-from .data import load_data  # noqa: E402
-from .dist import pick_device  # noqa: E402
-from .ema import cosine_tau, update_momentum  # noqa: E402
-from .precision import host, peak_flops  # noqa: E402
-from .stages import STAGES, recording  # noqa: E402
-from .train import build_runner, optimizer_for  # noqa: E402
+from .augment import colour_ops, two_views
+from .data import load_data
+from .dist import pick_device
+from .ema import cosine_tau, update_momentum
+from .precision import host, peak_flops
+from .stages import STAGES, recording
+from .train import build_runner, optimizer_for
 
 
 def compose_cfg(method: str, overrides: list[str]):
@@ -322,7 +318,11 @@ def bench_epoch(cfg, data, device, args) -> dict:
     out = {"bench": "epoch", "method": cfg.method.name, "backbone": cfg.backbone.name, "data": cfg.data.name,
            "device": dev_name, "images": n_img, "batch": stepper.batch_size, "epoch_s": runner_s,
            "runner_img_s": n_img / runner_s, "peak_mem_mb": peak_mb, "flops_per_step": flops_step,
-           "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12}
+           "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12, "precision": stepper.precision,
+           "channels_last": fmt == torch.channels_last, "compile_aug": stepper.compile_aug}
+    peak = peak_flops(host(), args.fma_units).get("fp32_tflops") if device.type == "cpu" else None
+    if peak and not bf16:
+        out.update(fp32_peak_tflops=peak, peak_fraction=out["tflops"] / peak)
     if not args.no_reference:
         ref_s = med["reference (torchvision DataLoader)"]
         model_s = med["runner, views precomputed (model only)"]
@@ -330,6 +330,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
         # would give the runner at most ref_s / model_s
         out.update(reference_epoch_s=ref_s, reference_img_s=n_img / ref_s, speedup_vs_reference=ref_s / runner_s,
                    model_only_epoch_s=model_s, speedup_ceiling=ref_s / model_s)
+        if "peak_fraction" in out:
+            out["model_only_peak_fraction"] = out["peak_fraction"] * runner_s / model_s
     print(f"{cfg.method.name}: {n_img / runner_s:.0f} images/s, epoch {runner_s:.2f} s, peak memory "
           f"{peak_mb:.0f} MiB, {out['tflops']:.3f} TFLOP/s ({dev_name})")
     return out
@@ -416,7 +418,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads of the main process (0 = torch's default)")
     p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
-    p.add_argument("--fma-units", type=int, default=2, help="profile: FMA units per core for the peak (2 for recent "
+    p.add_argument("--fma-units", type=int, default=2, help="profile, epoch: FMA units per core for the peak (2 for recent "
                                                             "x86 server cores, docs/performance.md)")
     args = p.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o and not o.startswith("~")]

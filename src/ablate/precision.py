@@ -97,6 +97,7 @@ def host() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "ghz": ghz, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in load],
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # None: the OpenMP runtime's default
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 

@@ -131,6 +131,7 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
         "baseline": s.get("baseline") or section("method").get("baseline"),
         "device": s.get("device"), "precision": precision,
         "channels_last": s.get("channels_last", _old_channels_last(section("train"), s, precision)),
+        "compile_aug": s.get("compile_aug"),  # None: a run from before train.compile_aug (eager)
         "error": s.get("error"), "verdict": s.get("verdict"), "verdict_reason": s.get("verdict_reason"),
         "method": method, "techniques": tech, "invariance": invariance,
         # runs from before the switch (no field, no config key) acted on raw outputs
@@ -191,7 +192,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *TECHNIQUES, "reg_geometry", "seed",
               "status", "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed",
-              "wall_s", "embedding_dim", "chance_top1", "device", "precision", "channels_last", "linear_norm")
+              "wall_s", "embedding_dim", "chance_top1", "device", "precision", "channels_last", "compile_aug",
+              "linear_norm")
 
 
 def load_csv_runs(path: Path) -> list[dict]:
@@ -212,6 +214,7 @@ def load_csv_runs(path: Path) -> list[dict]:
             "seed": int(seed) if str(seed).isdigit() else seed, "techniques": tech, "invariance": invariance,
             "channels_last": rec["channels_last"] if "channels_last" in df.columns  # older files predate the column
             else _old_channels_last({}, rec, rec.get("precision")),
+            "compile_aug": {"True": True, "False": False}.get(str(rec.get("compile_aug"))),
             "reg_geometry": rec.get("reg_geometry") or reg_geometry("raw", invariance),
             "choices": {k: rec.get(k) for k in ("row", "reg", "experiment", "scale") if rec.get(k)},
             "metrics": {k: v for k, v in rec.items() if k not in CSV_FIELDS and v is not None},
@@ -699,10 +702,12 @@ def provenance_markdown(s: dict) -> list[str]:
     devices = sorted({r["device"] or "?" for r in done})
     precisions = sorted({r.get("precision") or "?" for r in done})
     layouts = sorted({_layout(r.get("channels_last")) for r in done})
+    colour = sorted({"compiled" if r.get("compile_aug") else "eager" for r in done})
     wall = sum(r["wall_s"] or 0 for r in done)
     out += [f"- data `{data}`, backbone `{backbone}`, {epochs} epochs, scale preset `{scale}`, embedding dims "
             f"{', '.join(map(str, dims)) or '?'}, device {', '.join(devices) or '?'}, precision "
-            f"{', '.join(precisions) or '?'}, layout {', '.join(layouts) or '?'}, total training wall time "
+            f"{', '.join(precisions) or '?'}, layout {', '.join(layouts) or '?'}, augmentation colour ops "
+            f"{', '.join(colour) or '?'} (`train.compile_aug`), total training wall time "
             f"{wall / 60:.1f} min", ""]
     out += ["### Regenerate the runs", "", "```bash", *regen_commands(runs), "```", "",
             "Re-running a sweep skips the cells whose summary.json is complete.", ""]
@@ -928,7 +933,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],
             "epochs_completed": r["epochs_completed"], "wall_s": r["wall_s"], "embedding_dim": r["embedding_dim"],
             "chance_top1": r["chance_top1"], "device": r["device"], "precision": r.get("precision"),
-            "channels_last": r.get("channels_last"),
+            "channels_last": r.get("channels_last"), "compile_aug": r.get("compile_aug"),
             **{k: r["metrics"].get(k) for k in metric_keys},
             "linear_norm": r.get("linear_norm"),
         })
