@@ -856,7 +856,8 @@ def factorial_figure(plt, cells: dict, title: str, path: Path) -> None:
             ax.add_patch(Rectangle((j, i), 1, 1, facecolor=COLORS[c["color"]] if c else "white",
                                    edgecolor="white"))
             if c:
-                ax.text(j + 0.5, i + 0.5, c["text"].replace(" (", "\n("), ha="center", va="center", fontsize=6)
+                text = c["text"].replace(" (", "\n(").replace(", ", ",\n")  # one note a line: cells are narrow
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=6)
     _finish_grid(plt, fig, ax, 8, 8, f"Verdict over the six switches ({title})", path)
 
 
