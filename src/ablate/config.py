@@ -173,7 +173,7 @@ def _check_training(cfg: DictConfig) -> None:
         raise ConfigError(f"train.precision={cfg.train.precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
     if cfg.train.channels_last not in ("auto", True, False):
         raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
-    if cfg.train.get("compile_aug", "auto") not in ("auto", True, False):
+    if cfg.train.compile_aug not in ("auto", True, False):
         raise ConfigError(f"train.compile_aug={cfg.train.compile_aug} must be auto, true or false")
     if cfg.checkpoint.keep not in KEEP:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} is unknown; choose one of: {', '.join(KEEP)}")

@@ -1,4 +1,5 @@
-"""What a training step computes in: ``train.precision`` and ``train.channels_last`` resolved for the device.
+"""What a training step computes in: ``train.precision``, ``train.channels_last`` and ``train.compile_aug``
+resolved for the device.
 
 bf16 autocast pays only where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, CPUs with
 AVX512_BF16 or AMX (x86) or FEAT_BF16 (Arm). Elsewhere torch emulates it and it is slower than fp32, so
@@ -64,8 +65,9 @@ def channels_last(value, device: torch.device, precision: str) -> bool:
     return bool(value)
 
 
-# Fewer augmented images than this and a cold compile (about 12 s on a 2-core CPU) outweighs what the fused
-# colour ops save (about 45 us per image, docs/performance.md).
+# Views a run must augment for ``auto`` to compile: on the 2-core CPU of docs/performance.md the fused colour ops
+# save about 16 us a view, so 100k views repay about a compile from inductor's cache (1.7-1.9 s), not a cold
+# one (about 12 s).
 COMPILE_AUG_MIN_IMAGES = 100_000
 
 
