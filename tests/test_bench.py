@@ -34,6 +34,7 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     for line in lines:  # what the figures were measured on
         m = line["machine"]
         assert m["cores"] >= 1 and len(m["loadavg"]) == 3 and m["torch_threads"] >= 1 and isinstance(m["isa"], list)
+        assert isinstance(m["hypervisor"], bool) and "cpu_id" in m and m["kernels"]
     if lines[0]["machine"]["loadavg"][0] > lines[0]["machine"]["cores"] / 2:
         assert "warning: load average" in r.stderr
     assert aug["suite_img_s"] > 0 and aug["torchvision_img_s"] > 0 and aug["kornia_img_s"] > 0
@@ -82,6 +83,8 @@ def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
     assert line["bf16_speedup"] == pytest.approx(line["fp32"]["step_s"] / line["bf16"]["step_s"])
     if line["machine"]["ghz"]:
         assert line["peak"]["fp32_tflops"] > 0 and 0 < line["fp32_peak_fraction"]
+        assert line["peak"]["sgemm_tflops"] > 0 and "fp32 matrix product (2048^3)" in r.stdout
+        assert line["fp32_sgemm_fraction"] == pytest.approx(line["fp32"]["tflops"] / line["peak"]["sgemm_tflops"])
     for stage in ("backbone", "backward", "optimizer", "step"):
         assert f"\n{stage}" in r.stdout
 

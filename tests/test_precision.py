@@ -35,6 +35,32 @@ def test_peak_is_cores_times_clock_times_flop_per_cycle():
     avx512 = precision.peak_flops({"isa": ["avx2", "avx512f", "avx512_bf16"], "ghz": 2.0, "cores": 4}, fma_units=1)
     assert avx512["fp32_tflops"] == pytest.approx(4 * 2e9 * 32 / 1e12)
     assert avx512["bf16_tflops"] == pytest.approx(2 * avx512["fp32_tflops"])
+    # Zen 4 decodes AVX-512 but runs it on 256-bit pipes: the AVX2 rate, and bf16 dot products at twice that
+    zen4 = precision.peak_flops({"isa": ["avx2", "avx512f", "avx512_bf16"], "ghz": 2.5, "cores": 2,
+                                 "cpu_id": "AuthenticAMD family 25 model 17 stepping 1"})
+    assert zen4["fp32_flop_per_cycle"] == 32 and zen4["fp32_tflops"] == pytest.approx(avx2["fp32_tflops"])
+    assert zen4["bf16_tflops"] == pytest.approx(2 * avx2["fp32_tflops"])
+    zen5 = precision.peak_flops({"isa": ["avx2", "avx512f"], "ghz": 2.5, "cores": 2,
+                                 "cpu_id": "AuthenticAMD family 26 model 2 stepping 0"})
+    assert zen5["fp32_flop_per_cycle"] == 64
+
+
+def test_cpu_id_names_the_core_a_vm_model_name_hides(tmp_path, monkeypatch):
+    cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+               "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu avx2 fma hypervisor\n\n"
+               "processor\t: 1\nvendor_id\t: Other\ncpu family\t: 6\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(tmp_path / "cpuinfo", *a, **k)
+                        if f == "/proc/cpuinfo" else real_open(f, *a, **k))
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    precision.cpu_id.cache_clear()
+    try:
+        assert precision.cpu_id() == "AuthenticAMD family 25 model 17 stepping 1"
+        (tmp_path / "cpuinfo").write_text("processor\t: 0\nFeatures\t: asimd\n")  # Arm: no family
+        precision.cpu_id.cache_clear()
+        assert precision.cpu_id() is None
+    finally:
+        precision.cpu_id.cache_clear()
 
 
 def _runner(cfg_factory, *overrides):

@@ -362,6 +362,21 @@ def profile_step(cfg, data, device, args) -> dict:
             "tflops": flops / med["step"] / 1e12, "batch": stepper.batch_size}
 
 
+def sgemm_tflops(device, n: int = 2048, reps: int = 5) -> float:
+    """The best rate of an n x n x n fp32 matrix product on ``device``: what its BLAS reaches, a practical
+    ceiling next to the theoretical peak (a dense layer cannot beat it; a step of convolutions and
+    memory-bound normalization stays below it)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first warms the BLAS up
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
 def bench_profile(cfg, data, device, args) -> dict:
     """Where a runner step goes, stage by stage, in fp32 with the memory format ``train.channels_last=auto``
     gives it, in fp32 with the other one, and in bf16 autocast; achieved FLOP/s against the device's peak."""
@@ -391,12 +406,18 @@ def bench_profile(cfg, data, device, args) -> dict:
     if peak:
         print(f"peak fp32: {peak['formula']}; bf16: " + ("2 x fp32 (AVX512_BF16)" if peak["bf16_tflops"] else
                                                         "no native bf16 on this CPU (emulated)"))
+    if peak.get("fp32_tflops"):
+        peak["sgemm_tflops"] = sgemm_tflops(device)
+        print(f"fp32 matrix product (2048^3): {peak['sgemm_tflops']:.4f} TFLOP/s, "
+              f"{peak['sgemm_tflops'] / peak['fp32_tflops']:.0%} of the peak; the fp32 step reaches "
+              f"{prof['fp32']['tflops'] / peak['sgemm_tflops']:.0%} of it")
     f = prof["fp32"]
     out = {"bench": "profile", "method": cfg.method.name, "backbone": cfg.backbone.name, "batch": f["batch"], **prof,
            "bf16_speedup": f["step_s"] / prof["bf16"]["step_s"],
            "other_layout_speedup": f["step_s"] / prof["fp32_other_layout"]["step_s"], "peak": peak}
     if peak.get("fp32_tflops"):
-        out["fp32_peak_fraction"] = f["tflops"] / peak["fp32_tflops"]
+        out.update(fp32_peak_fraction=f["tflops"] / peak["fp32_tflops"], fp32_sgemm_fraction=f["tflops"] /
+                   peak["sgemm_tflops"])
     return out
 
 

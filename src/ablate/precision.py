@@ -38,6 +38,28 @@ def cpu_info() -> tuple[str, frozenset[str], float | None]:
     return model, frozenset(flags), (mhz / 1000 if mhz else None)
 
 
+@functools.cache
+def cpu_id() -> str | None:
+    """Vendor, family, model and stepping from /proc/cpuinfo ("AuthenticAMD family 25 model 17 stepping 1"):
+    names the core where the model name does not (a VM's "AMD EPYC"), so a reader can tell what the hardware
+    could do from what the flags, which a hypervisor may mask, let it do."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if not key:  # the first processor's block ends
+                    break
+                fields.setdefault(key, value.strip())
+    except OSError:
+        return None
+    if "cpu family" not in fields:
+        return None
+    return (f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
+            f"stepping {fields.get('stepping', '?')}")
+
+
 def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
     """Whether ``device`` multiplies bf16 in hardware (CUDA: torch says so; CPU: an instruction-set flag)."""
     if device.type == "cuda":
@@ -93,25 +115,39 @@ def compile_aug(value, device: torch.device, images: int) -> bool:
 
 
 def host() -> dict:
-    """The machine a figure or a run comes from: CPU model and the instruction-set flags that matter, clock,
-    cores, torch threads, the load average, torch and CUDA device. Runs are deterministic per CPU and threads."""
+    """The machine a figure or a run comes from: CPU model and id, whether a hypervisor runs it, the
+    instruction-set flags that matter and the kernels torch dispatches to, clock, cores, torch threads, the load
+    average, torch and CUDA device. Runs are deterministic per CPU and threads."""
     model, flags, ghz = cpu_info()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "ghz": ghz, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in load],
+    return {"cpu": model, "cpu_id": cpu_id(), "hypervisor": "hypervisor" in flags,
+            "isa": [f for f in ISA_FLAGS if f in flags], "kernels": torch.backends.cpu.get_cpu_capability(),
+            "ghz": ghz, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "loadavg": [round(x, 2) for x in load],
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # None: the OpenMP runtime's default
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 # FLOP per cycle per core of fused multiply-adds: lanes x 2 (multiply and add) x FMA units. The unit count is
-# not in /proc/cpuinfo; 2 is right for recent Intel server cores and AMD Zen 2-4 (256-bit pipes: 4 with AVX-512
-# on Zen 4 only by double-pumping, hence lanes 8 there), 1 for older or smaller cores.
+# not in /proc/cpuinfo; 2 is right for recent Intel server cores and AMD Zen 2-5, 1 for older or smaller cores.
 LANES_FP32 = (("avx512f", 16), ("avx2", 8), ("asimd", 4))
+# Cores that decode AVX-512 but execute it on 256-bit pipes, two passes per instruction: 8 fp32 lanes a cycle.
+# AMD family 25 (0x19) is Zen 3 and Zen 4; only Zen 4 has AVX-512. Zen 5 (family 26) has 512-bit pipes.
+HALF_WIDTH_AVX512 = ("AuthenticAMD family 25 ",)
+
+
+def fp32_lanes(info: dict) -> int:
+    """fp32 lanes per FMA unit and cycle: the widest SIMD the flags show, halved on a core that runs AVX-512
+    on 256-bit pipes (``cpu_id``)."""
+    lanes = next((n for flag, n in LANES_FP32 if flag in info["isa"]), 1)
+    if lanes == 16 and (info.get("cpu_id") or "").startswith(HALF_WIDTH_AVX512):
+        return 8
+    return lanes
 
 
 def peak_flops(info: dict, fma_units: int = 2) -> dict:
     """The CPU's theoretical peak from ``host()``: cores x clock x FLOP/cycle, fp32 and (native only) bf16."""
-    lanes = next((n for flag, n in LANES_FP32 if flag in info["isa"]), 1)
+    lanes = fp32_lanes(info)
     per_cycle = lanes * 2 * fma_units
     ghz, cores = info.get("ghz"), info.get("cores") or 1
     fp32 = cores * ghz * 1e9 * per_cycle if ghz else None
