@@ -53,14 +53,14 @@ def test_cpu_id_names_the_core_a_vm_model_name_hides(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(tmp_path / "cpuinfo", *a, **k)
                         if f == "/proc/cpuinfo" else real_open(f, *a, **k))
     (tmp_path / "cpuinfo").write_text(cpuinfo)
-    precision.cpu_id.cache_clear()
+    precision.cpuinfo_fields.cache_clear()
     try:
         assert precision.cpu_id() == "AuthenticAMD family 25 model 17 stepping 1"
         (tmp_path / "cpuinfo").write_text("processor\t: 0\nFeatures\t: asimd\n")  # Arm: no family
-        precision.cpu_id.cache_clear()
+        precision.cpuinfo_fields.cache_clear()
         assert precision.cpu_id() is None
     finally:
-        precision.cpu_id.cache_clear()
+        precision.cpuinfo_fields.cache_clear()
 
 
 def _runner(cfg_factory, *overrides):

@@ -18,42 +18,37 @@ NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo names; "bf16"
 
 
 @functools.cache
-def cpu_info() -> tuple[str, frozenset[str], float | None]:
-    """(model name, instruction-set flags, clock in GHz or None) from /proc/cpuinfo, read once per process;
+def cpuinfo_fields() -> dict[str, str]:
+    """The first value of each key of /proc/cpuinfo (the first processor's, on x86), read once per process;
     empty where unreadable."""
-    model, flags, mhz = "unknown", set(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-                elif key == "cpu MHz" and mhz is None:
-                    mhz = float(value)
-    except (OSError, ValueError):
-        pass
-    return model, frozenset(flags), (mhz / 1000 if mhz else None)
-
-
-@functools.cache
-def cpu_id() -> str | None:
-    """Vendor, family, model and stepping from /proc/cpuinfo ("AuthenticAMD family 25 model 17 stepping 1"):
-    names the core where the model name does not (a VM's "AMD EPYC"), so a reader can tell what the hardware
-    could do from what the flags, which a hypervisor may mask, let it do."""
     fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if not key:  # the first processor's block ends
-                    break
-                fields.setdefault(key, value.strip())
+                if key.strip():
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
-        return None
+        pass
+    return fields
+
+
+def cpu_info() -> tuple[str, frozenset[str], float | None]:
+    """(model name, instruction-set flags, clock in GHz or None) from /proc/cpuinfo; empty where unreadable."""
+    fields = cpuinfo_fields()
+    flags = (fields.get("flags") or fields.get("Features") or "").split()  # Arm names them Features
+    try:
+        mhz = float(fields["cpu MHz"])
+    except (KeyError, ValueError):
+        mhz = None
+    return fields.get("model name", "unknown"), frozenset(flags), (mhz / 1000 if mhz else None)
+
+
+def cpu_id() -> str | None:
+    """Vendor, family, model and stepping from /proc/cpuinfo ("AuthenticAMD family 25 model 17 stepping 1"):
+    names the core where the model name does not (a VM's "AMD EPYC"), so a reader can tell what the hardware
+    could do from what the flags, which a hypervisor may mask, let it do."""
+    fields = cpuinfo_fields()
     if "cpu family" not in fields:
         return None
     return (f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
