@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from omegaconf import OmegaConf
 
@@ -14,6 +15,7 @@ from ablate.augment import (
     color_jitter,
     compiled_colour_ops,
     crop_boxes,
+    crop_grid,
     gaussian_blur,
     jitter_factors,
     resized_crop_flip,
@@ -157,6 +159,19 @@ def test_crop_and_flip_sample_each_box_per_sample():
     assert torch.allclose(y[:, 0, 0, :], want_x, atol=1e-3)
     assert torch.allclose(y[:, 1, :, 0], want_y, atol=1e-3)
     assert flip.any() and not flip.all()
+
+
+def test_crop_grid_is_affine_grid_of_the_crop_theta_to_the_bit():
+    n, size = 512, 32
+    for out in (32, 24, 7):
+        boxes = crop_boxes(n, size, size, (0.08, 1.0), (0.75, 4 / 3), "cpu")
+        flip = torch.rand(n) < 0.5
+        i, j, h, w = boxes
+        sx, sy = (w / size) * torch.where(flip, -1.0, 1.0), h / size
+        tx, ty, zero = (2 * j + w) / size - 1, (2 * i + h) / size - 1, torch.zeros(n)
+        theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+        want = F.affine_grid(theta, [n, 3, out, out], align_corners=False)
+        assert torch.equal(crop_grid(boxes, flip, size, size, out), want)
 
 
 def test_grayscale_probability_is_per_sample():

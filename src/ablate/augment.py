@@ -52,17 +52,25 @@ def crop_boxes(n, height, width, scale, ratio, device, attempts: int = 10):
     return i, j, h, w
 
 
-def resized_crop_flip(x, boxes, flip, size: int):
-    """Crop each box, resize it bilinearly to size x size and mirror where ``flip``: one grid_sample."""
-    n, _, height, width = x.shape
+def crop_grid(boxes, flip, height: int, width: int, size: int, dtype=torch.float32):
+    """The grid_sample grid (n, size, size, 2) that maps each box, mirrored where ``flip``, onto size x size
+    pixels: ``F.affine_grid`` of theta = [[sx, 0, tx], [0, sy, ty]], to the bit, built per axis (a scale and
+    a shift) instead of through affine_grid's batched 3x2 matrix products, which take ten times as long on a CPU."""
     i, j, h, w = boxes
     sx = (w / width) * torch.where(flip, -1.0, 1.0)
     sy = h / height
     tx = (2 * j + w) / width - 1
     ty = (2 * i + h) / height - 1
-    zero = torch.zeros_like(sx)
-    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], size, size], align_corners=False)
+    centres = torch.linspace(-1, 1, size, device=sx.device, dtype=dtype) * (size - 1) / size  # align_corners=False
+    gx = centres * sx[:, None].to(dtype) + tx[:, None].to(dtype)
+    gy = centres * sy[:, None].to(dtype) + ty[:, None].to(dtype)
+    n = len(sx)
+    return torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], -1)
+
+
+def resized_crop_flip(x, boxes, flip, size: int):
+    """Crop each box, resize it bilinearly to size x size and mirror where ``flip``: one grid_sample."""
+    grid = crop_grid(boxes, flip, x.shape[2], x.shape[3], size, x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
