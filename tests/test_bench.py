@@ -87,6 +87,24 @@ def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
         assert line["fp32_sgemm_fraction"] == pytest.approx(line["fp32"]["tflops"] / line["peak"]["sgemm_tflops"])
     for stage in ("backbone", "backward", "optimizer", "step"):
         assert f"\n{stage}" in r.stdout
+    ops = line["fp32"]["ops"]  # the fp32 step by op class; the other two are not broken down
+    assert set(ops) == {"conv", "matmul", "norm_act", "other"} and "ops" not in line["bf16"]
+    assert sum(o["share"] for o in ops.values()) == pytest.approx(1) and all(o["s"] > 0 for o in ops.values())
+    assert ops["conv"]["tflops"] > 0 and ops["matmul"]["tflops"] > 0 and ops["norm_act"]["tflops"] is None
+    assert "by op (torch profiler" in r.stdout
+
+
+@pytest.mark.parametrize("name,cls", [
+    ("aten::mkldnn_convolution", "conv"), ("aten::convolution_backward", "conv"), ("aten.convolution", "conv"),
+    ("aten::_slow_conv2d_forward", "conv"), ("aten::conv_depthwise2d", "conv"), ("aten::cudnn_convolution", "conv"),
+    ("aten::_convert_indices_from_coo_to_csr", "other"), ("aten::mm", "matmul"), ("aten.addmm", "matmul"),
+    ("aten::bmm", "matmul"), ("aten::native_batch_norm_backward", "norm_act"), ("aten::threshold_backward", "norm_act"),
+    ("aten::clamp_min_", "norm_act"), ("aten::clamp_", "other"), ("aten::grid_sampler_2d", "other"),
+    ("autograd::engine::evaluate_function: ConvolutionBackward0", "other")])
+def test_op_class_sorts_profiler_events_and_flop_counter_ops(name, cls):
+    from ablate.bench import op_class
+
+    assert op_class(name) == cls
 
 
 @pytest.mark.parametrize("args,name", [(["--rounds", "0"], "--rounds"), (["--aug-batch", "0"], "--aug-batch"),

@@ -13,8 +13,9 @@ plain loop's.
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
            DataLoader, then the same model, optimizer and batch size)
     profile  the runner's step split by stage (augmentation, backbone, heads, EMA target, loss, backward,
-           optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak
-           (``all`` runs aug, step and epoch)
+           optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak;
+           on a CPU the fp32 step by op class too (convolutions, matrix products, batch norm and ReLU, the
+           rest), with each class's FLOP rate (``all`` runs aug, step and epoch)
 
 Trailing ``key=value`` arguments are Hydra overrides of the run config (default ``+method=simsiam``,
 ``scale=cpu``: the embedded shapes data, small CNN, 32 px), e.g. ``data=npz data.path=...`` for CIFAR-10.
@@ -24,6 +25,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import resource
 import statistics
 import sys
@@ -249,15 +251,56 @@ def bench_step(cfg, data, device, args) -> dict:
             "overhead_vs_bare_no_aug": r / b0, "aug_share_of_step": max(0.0, (b - b0) / b)}
 
 
-def step_flops(model, x1, x2) -> float:
-    """FLOPs of one forward + backward of the two views (torch's FLOP counter)."""
+def flop_counts(model, x1, x2) -> dict[str, float]:
+    """FLOPs of one forward + backward of the two views by op, e.g. ``aten.convolution`` (torch's FLOP
+    counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model)
     with FlopCounterMode(display=False) as fc:
         loss, _ = probe(x1, x2)
         loss.backward()
-    return float(fc.get_total_flops())
+    return {str(op): float(n) for op, n in fc.get_flop_counts()["Global"].items()}
+
+
+def step_flops(model, x1, x2) -> float:
+    return sum(flop_counts(model, x1, x2).values())
+
+
+OP_CLASSES = {"conv": "convolutions", "matmul": "matrix products", "norm_act": "batch norm and ReLU",
+              "other": "the rest"}
+
+
+def op_class(name: str) -> str:
+    """The class of a profiler event or FLOP-counter op (``aten::mkldnn_convolution``, ``aten.mm``)."""
+    op = re.sub(r"^aten(::|\.)", "", name)
+    if re.search(r"conv(olution|[123]d|_)", op):
+        return "conv"
+    if op in ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear"):
+        return "matmul"
+    if "batch_norm" in op or op in ("relu", "relu_", "clamp_min", "clamp_min_", "threshold_backward"):
+        return "norm_act"
+    return "other"
+
+
+def op_breakdown(stepper, batch, steps: int, flops: dict[str, float]) -> dict:
+    """Seconds a step by op class from torch's profiler (each op's own time, its threads' work included; on a
+    CPU, where the ops run on the calling thread), with the FLOP rate of the classes that do the arithmetic: it
+    shows whether a step is bound by its convolutions or by everything around them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            stepper(batch)
+    secs = dict.fromkeys(OP_CLASSES, 0.0)
+    for event in prof.key_averages():
+        secs[op_class(event.key)] += event.self_cpu_time_total / 1e6 / steps
+    work = dict.fromkeys(OP_CLASSES, 0.0)
+    for op, n in flops.items():
+        work[op_class(op)] += n
+    total = sum(secs.values())
+    return {k: {"s": secs[k], "share": secs[k] / total,
+                "tflops": work[k] / secs[k] / 1e12 if work[k] and secs[k] else None} for k in OP_CLASSES}
 
 
 def bench_epoch(cfg, data, device, args) -> dict:
@@ -337,14 +380,16 @@ def bench_epoch(cfg, data, device, args) -> dict:
     return out
 
 
-def profile_step(cfg, data, device, args) -> dict:
-    """Median seconds per step, stage by stage (ablate.stages), of the runner built from ``cfg``."""
+def profile_step(cfg, data, device, args, ops: bool = False) -> dict:
+    """Median seconds per step, stage by stage (ablate.stages), of the runner built from ``cfg``; with ``ops``
+    on a CPU, by op class as well (``op_breakdown``)."""
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, device)
     batch = data.ssl_x[: stepper.batch_size]
     x1, x2 = (v.contiguous(memory_format=stepper.mem_format) for v in two_views(batch, cfg.aug, cfg.data.image_size,
                                                                                   data.mean, data.std))
-    flops = step_flops(model, x1, x2)
+    counts = flop_counts(model, x1, x2)
+    flops = sum(counts.values())
     for _ in range(args.warmup * args.steps):
         stepper(batch)
     rounds = []
@@ -357,9 +402,12 @@ def profile_step(cfg, data, device, args) -> dict:
             rounds.append({**rec, "step": time.perf_counter() - t0})
     med = {k: statistics.median(r.get(k, 0.0) for r in rounds) / args.steps for k in ("step", *STAGES)}
     med["other"] = max(0.0, med["step"] - sum(med[k] for k in STAGES))
-    return {"step_s": med["step"], "stages_s": {k: med[k] for k in (*STAGES, "other")}, "precision": stepper.precision,
-            "channels_last": stepper.mem_format == torch.channels_last, "flops_per_step": flops,
-            "tflops": flops / med["step"] / 1e12, "batch": stepper.batch_size}
+    out = {"step_s": med["step"], "stages_s": {k: med[k] for k in (*STAGES, "other")}, "precision": stepper.precision,
+           "channels_last": stepper.mem_format == torch.channels_last, "flops_per_step": flops,
+           "tflops": flops / med["step"] / 1e12, "batch": stepper.batch_size}
+    if ops and device.type == "cpu":
+        out["ops"] = op_breakdown(stepper, batch, args.steps, counts)
+    return out
 
 
 def sgemm_tflops(device, n: int = 2048, reps: int = 5) -> float:
@@ -389,7 +437,7 @@ def bench_profile(cfg, data, device, args) -> dict:
         c.train.precision = precision
         if layout == "flip":
             c.train.channels_last = not prof["fp32"]["channels_last"]
-        prof[name] = profile_step(c, data, device, args)
+        prof[name] = profile_step(c, data, device, args, ops=name == "fp32")
     names = list(prof)
     print(f"profile: {args.steps} steps x {args.rounds} rounds of batch {prof['fp32']['batch']}, {cfg.method.name}, "
           f"{cfg.backbone.name}, {device}; ms per step (share of the step)")
@@ -403,6 +451,13 @@ def bench_profile(cfg, data, device, args) -> dict:
         frac = p["tflops"] / peak[key] if peak.get(key) else None
         print(f"{label[n]}: {p['tflops']:.4f} TFLOP/s achieved" + (f", {frac:.0%} of the {peak[key]:.3f} TFLOP/s "
                                                                    f"peak" if frac else ""))
+    if "ops" in prof["fp32"]:
+        parts = []
+        for k, o in prof["fp32"]["ops"].items():
+            rate = f", {o['tflops']:.4f} TFLOP/s" if o["tflops"] else ""
+            rate += f", {o['tflops'] / peak['fp32_tflops']:.0%} of the peak" if rate and peak.get("fp32_tflops") else ""
+            parts.append(f"{OP_CLASSES[k]} {1e3 * o['s']:.1f} ms ({o['share']:.0%}{rate})")
+        print(f"{label['fp32']} by op (torch profiler, each op's own time a step): " + "; ".join(parts))
     if peak:
         print(f"peak fp32: {peak['formula']}; bf16: " + ("2 x fp32 (AVX512_BF16)" if peak["bf16_tflops"] else
                                                         "no native bf16 on this CPU (emulated)"))
