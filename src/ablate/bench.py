@@ -284,9 +284,9 @@ def op_class(name: str) -> str:
 
 
 def op_breakdown(stepper, batch, steps: int, flops: dict[str, float]) -> dict:
-    """Seconds a step by op class from torch's profiler (each op's own time, its threads' work included; on a
-    CPU, where the ops run on the calling thread), with the FLOP rate of the classes that do the arithmetic: it
-    shows whether a step is bound by its convolutions or by everything around them."""
+    """Seconds a step by op class, each op's own time in torch's profiler (on a CPU, its wall time on the calling
+    thread, intra-op threads included), and the FLOP rate of the classes that do the arithmetic: whether a step
+    is bound by its convolutions or by what surrounds them."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
