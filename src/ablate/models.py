@@ -1,7 +1,6 @@
 """Backbones and heads. Heads are built from a list of blocks, so BN on or off is one argument."""
 
 import torch
-import torchvision
 from torch import nn
 
 from .stages import stage
@@ -33,6 +32,8 @@ def build_backbone(cfg) -> nn.Module:
         return SmallCNN(tuple(cfg.get("widths", (32, 64, 128, 256))))
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    import torchvision  # here: the small CNN, and a config error, need not wait for its import (about 1.5 s)
+
     net = getattr(torchvision.models, name.removesuffix("_cifar"))(weights=None)
     if name.endswith("_cifar"):  # 3x3 stride-1 stem, no max-pool (SimSiam / solo-learn CIFAR)
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
