@@ -27,3 +27,19 @@ def test_mlp_blocks():
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
     assert m[1].affine and not m[4].affine
     assert [type(b).__name__ for b in mlp([8, 16, 4], batchnorm=False, output_bn=True)] == ["Linear", "ReLU", "Linear"]
+
+
+def test_embed_without_the_projector_gives_the_same_features_and_skips_it():
+    from ablate.models import Encoder, embed
+
+    torch.manual_seed(0)
+    enc = Encoder(build_backbone(OmegaConf.create({"name": "small_cnn", "widths": [4, 8, 8, 16]})),
+                  mlp([16, 32, 8], batchnorm=True))
+    images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8)
+    norm = lambda x: x.float() / 255  # noqa: E731
+    h, z = embed(enc, images, norm, batch_size=16)
+    calls = []
+    enc.projector.register_forward_hook(lambda *a: calls.append(1))
+    h_only, none = embed(enc, images, norm, batch_size=16, project=False)
+    assert torch.equal(h_only, h) and none is None and not calls and z.shape == (40, 8)
+    assert enc.training  # restored

@@ -95,16 +95,21 @@ def count_bn(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def embed(encoder: Encoder, images, normalize, batch_size: int = 1024, batch_stats: bool = False):
+def embed(encoder: Encoder, images, normalize, batch_size: int = 1024, batch_stats: bool = False,
+          project: bool = True):
     """Features and embeddings of uint8 images, batch by batch, kept on the device: in eval mode, or with
     ``batch_stats`` in train mode (batch norm normalizes each batch by its own statistics and updates its
-    running ones)."""
+    running ones). Without ``project`` the projector does not run and the embeddings are None."""
     was_training = encoder.training
     encoder.train(batch_stats)
     hs, zs = [], []
     for i in range(0, len(images), batch_size):
-        h, z = encoder(normalize(images[i:i + batch_size]))
+        x = normalize(images[i:i + batch_size])
+        if project:
+            h, z = encoder(x)
+            zs.append(z.float())
+        else:
+            h = encoder.backbone(x)
         hs.append(h.float())
-        zs.append(z.float())
     encoder.train(was_training)
-    return torch.cat(hs), torch.cat(zs)
+    return torch.cat(hs), (torch.cat(zs) if project else None)

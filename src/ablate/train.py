@@ -112,7 +112,7 @@ def _resumable_config(cfg) -> dict:
 def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     """Diagnostics on the fixed held-out set: device tensors, read by the caller once."""
     norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
-    bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size)
+    bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size, project=False)  # kNN needs h only
     test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
     return {
         "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
