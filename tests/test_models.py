@@ -43,3 +43,23 @@ def test_embed_without_the_projector_gives_the_same_features_and_skips_it():
     h_only, none = embed(enc, images, norm, batch_size=16, project=False)
     assert torch.equal(h_only, h) and none is None and not calls and z.shape == (40, 8)
     assert enc.training  # restored
+
+
+def test_eval_mode_embedding_runs_in_cache_sized_chunks_on_a_cpu_and_batch_stats_in_whole_batches():
+    from ablate.models import CPU_EVAL_CHUNK, Encoder, embed
+
+    torch.manual_seed(0)
+    enc = Encoder(build_backbone(OmegaConf.create({"name": "small_cnn", "widths": [4, 8, 8, 16]})),
+                  mlp([16, 32, 8], batchnorm=True))
+    n = 2 * CPU_EVAL_CHUNK + 40
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8)
+    norm = lambda x: x.float() / 255  # noqa: E731
+    sizes = []
+    enc.backbone.register_forward_hook(lambda m, args, out: sizes.append(len(args[0])))
+    h, z = embed(enc, images, norm, batch_size=1024)
+    assert sizes == [CPU_EVAL_CHUNK, CPU_EVAL_CHUNK, 40]
+    h1, z1 = embed(enc, images[:40], norm, batch_size=1)  # one image at a time: eval mode is per image
+    assert torch.allclose(h[:40], h1, atol=1e-6) and torch.allclose(z[:40], z1, atol=1e-6)
+    sizes.clear()
+    embed(enc, images, norm, batch_size=1024, batch_stats=True)  # batch statistics: the batch is the unit
+    assert sizes == [n]

@@ -94,14 +94,22 @@ def count_bn(module: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+# Images per forward of an eval-mode embedding on a CPU: at 32 px, batches of 1024 spill the first layers'
+# activations out of the cache and run 1.6x slower (docs/performance.md).
+CPU_EVAL_CHUNK = 256
+
+
 @torch.no_grad()
 def embed(encoder: Encoder, images, normalize, batch_size: int = 1024, batch_stats: bool = False,
           project: bool = True):
     """Features and embeddings of uint8 images, batch by batch, kept on the device: in eval mode, or with
     ``batch_stats`` in train mode (batch norm normalizes each batch by its own statistics and updates its
-    running ones). Without ``project`` the projector does not run and the embeddings are None."""
+    running ones). Without ``project`` the projector does not run and the embeddings are None. In eval mode
+    each image is computed on its own, so a CPU runs the batches ``CPU_EVAL_CHUNK`` images at a time."""
     was_training = encoder.training
     encoder.train(batch_stats)
+    if not batch_stats and images.device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_CHUNK)
     hs, zs = [], []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size])
