@@ -94,8 +94,8 @@ def count_bn(module: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-# Images per forward of an eval-mode embedding on a CPU: at 32 px, batches of 1024 spill the first layers'
-# activations out of the cache and run 1.6x slower (docs/performance.md).
+# Images per forward of an eval-mode embedding on a CPU: larger batches spill the first layers' activations out
+# of the cache (docs/performance.md, "Evaluation in chunks").
 CPU_EVAL_CHUNK = 256
 
 
