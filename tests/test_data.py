@@ -114,3 +114,14 @@ def test_a_streamed_unreadable_file_is_one_error_or_replaced_with_skip_bad(tmp_p
     assert [b.shape for b in batches] == [(20, 3, 16, 16)] * 3
     assert all(bool((b.flatten(1).amax(1) > 0).all()) for b in batches)  # no blank stand-in left in a batch
     assert "replaced 1 unreadable image file(s)" in caplog.text and str(bad) in caplog.text
+
+
+def test_shape_masks_class_by_class_equal_every_mask_computed_for_every_image():
+    from ablate.data import _shape_mask, _shape_masks
+
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.rand(300, 16, 16, generator=g) * 2.4 - 1.2, torch.rand(300, 16, 16, generator=g) * 2.4 - 1.2
+    label = torch.randint(0, len(SHAPES), (300,), generator=g)
+    every = torch.stack([_shape_mask(u, v, k) for k in range(len(SHAPES))], 1)  # [N, 10, H, W]
+    want = every.gather(1, label.view(-1, 1, 1, 1).expand(-1, 1, 16, 16)).squeeze(1)
+    assert torch.equal(_shape_masks(u, v, label), want) and want.any() and not want.all()

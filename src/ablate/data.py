@@ -42,24 +42,31 @@ class Data:
 
 
 # ----------------------------------------------------------------------------------------------- shapes
-def _shape_masks(u, v, label):
-    """Inside-masks of the ten shapes in local coordinates (unit size, shape-centred)."""
+def _shape_mask(u, v, k: int):
+    """Inside-mask of shape ``k`` of the ten in local coordinates (unit size, shape-centred)."""
     r = torch.sqrt(u * u + v * v)
-    phi = torch.atan2(v, u)
     m_inf = torch.maximum(u.abs(), v.abs())
-    masks = torch.stack([
-        r < 0.9,                                                              # circle
-        (r < 0.95) & (r > 0.55),                                              # ring
-        m_inf < 0.75,                                                         # square
-        (m_inf < 0.85) & (m_inf > 0.45),                                      # frame
-        (v > -0.55) & (math.sqrt(3) * u.abs() + v < 0.95),                    # triangle
-        ((u.abs() < 0.28) & (v.abs() < 0.95)) | ((v.abs() < 0.28) & (u.abs() < 0.95)),  # plus
-        r < 0.55 + 0.4 * torch.cos(5 * phi),                                  # star
-        (r < 0.95) & ((u - 0.45) ** 2 + v ** 2 > 0.7 ** 2),                   # crescent
-        ((u > -0.8) & (u < -0.3) & (v.abs() < 0.85)) | ((u > -0.8) & (u < 0.8) & (v > 0.35) & (v < 0.85)),
-        (r < 0.95) & (v > -0.2),                                              # half disc
-    ], dim=1)  # [N, 10, H, W]
-    return masks.gather(1, label.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[1:])).squeeze(1)
+    return (
+        lambda: r < 0.9,                                                      # circle
+        lambda: (r < 0.95) & (r > 0.55),                                      # ring
+        lambda: m_inf < 0.75,                                                 # square
+        lambda: (m_inf < 0.85) & (m_inf > 0.45),                              # frame
+        lambda: (v > -0.55) & (math.sqrt(3) * u.abs() + v < 0.95),            # triangle
+        lambda: ((u.abs() < 0.28) & (v.abs() < 0.95)) | ((v.abs() < 0.28) & (u.abs() < 0.95)),  # plus
+        lambda: r < 0.55 + 0.4 * torch.cos(5 * torch.atan2(v, u)),            # star
+        lambda: (r < 0.95) & ((u - 0.45) ** 2 + v ** 2 > 0.7 ** 2),           # crescent
+        lambda: ((u > -0.8) & (u < -0.3) & (v.abs() < 0.85)) | ((u > -0.8) & (u < 0.8) & (v > 0.35) & (v < 0.85)),
+        lambda: (r < 0.95) & (v > -0.2),                                      # half disc
+    )[k]()
+
+
+def _shape_masks(u, v, label):
+    """Inside-masks [N, H, W] of each image's own shape, computed class by class."""
+    out = torch.empty(u.shape, dtype=torch.bool)
+    for k in label.unique().tolist():
+        idx = (label == k).nonzero().squeeze(1)
+        out[idx] = _shape_mask(u[idx], v[idx], k)
+    return out
 
 
 def make_shapes(n: int, seed: int, size: int = 32, oversample: int = 2):
