@@ -24,6 +24,7 @@ from tqdm import tqdm
 from . import __version__
 from .augment import crop_boxes, eval_view, normalize_float, resized_crop_flip
 from .data import DataError, load_data
+from .models import embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
 from .runs import RunError, load_model, load_run
 
@@ -37,11 +38,6 @@ def train_view(images, size, mean, std, crop_min):
     boxes = crop_boxes(n, height, width, (crop_min, 1.0), CROP_RATIO, images.device)
     flip = torch.rand(n, device=images.device) < 0.5
     return normalize_float(resized_crop_flip(images.float().div_(255), boxes, flip, size), mean, std)
-
-
-@torch.no_grad()
-def _features(backbone, images, view, batch_size):
-    return torch.cat([backbone(view(images[i:i + batch_size])).float() for i in range(0, len(images), batch_size)])
 
 
 def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd",
@@ -59,7 +55,8 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
     train_x, train_y = data.bank_x.to(dev), data.bank_y.to(dev)
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     mean, std, size = data.mean.to(dev), data.std.to(dev), cfg.data.image_size
-    backbone = load_model(state, cfg).online.backbone.to(dev).eval().requires_grad_(False)
+    online = load_model(state, cfg).online.to(dev).eval().requires_grad_(False)
+    backbone = online.backbone
     d, classes = backbone.out_dim, data.num_classes
 
     torch.manual_seed(seed)
@@ -94,7 +91,7 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     train_top1 = 100 * float(correct) / len(train_x)
     head.eval()
-    h_test = _features(backbone, test_x, lambda x: eval_view(x, size, mean, std), cfg.eval.batch_size)
+    h_test, _ = embed(online, test_x, lambda x: eval_view(x, size, mean, std), cfg.eval.batch_size, project=False)
     with torch.no_grad():
         top1 = 100 * float((head(h_test).argmax(1) == test_y).float().mean())
     lr_text = "per-step cosine from lr to 0 over all steps, no warmup; lr as given (not scaled by the batch size)"
