@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, make_cfg
+from omegaconf import OmegaConf
 
-from ablate.baselines import baseline_jobs, run_baselines
+from ablate.baselines import baseline_jobs, run_baselines, side_by_side
 from ablate.checkpoint import load_checkpoint
 from ablate.config import ConfigError, check_config
 from ablate.method import Baseline, JointEmbedding
@@ -123,3 +124,21 @@ def test_a_sweep_adds_each_baseline_once_per_seed(tmp_path):
     # finished baselines are skipped: nothing is started again
     jobs = baseline_jobs(sweep, ["+row=simsiam_no_pred_no_bn", "seed=0,1", *TINY], "table_cpu", 0)
     assert run_baselines(jobs, run=lambda *a, **k: pytest.fail("a finished baseline was started again")) == []
+
+
+def test_baselines_run_side_by_side_under_the_parallel_launcher(tmp_path):
+    started, env_seen = [], []
+
+    def fake(cmd, env=None):
+        started.append(cmd)
+        env_seen.append(env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    jobs = baseline_jobs(tmp_path, ["+row=simsiam", "seed=0,1"], "table_cpu", 0)
+    assert run_baselines(jobs, run=fake, parallel=2) == [d for d, _ in jobs]  # in order, whatever finished first
+    assert len(started) == 4
+    assert {e["OMP_NUM_THREADS"] for e in env_seen} == {str(max((os.cpu_count() or 1) // 2, 1))}
+    run_baselines(jobs, run=fake, parallel=1)
+    assert env_seen[-1] is None  # one at a time: torch's own thread count
+    assert side_by_side(OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})) == 1
+    assert side_by_side(OmegaConf.create({"_target_": "x.JoblibLauncher", "n_jobs": 3})) == 3

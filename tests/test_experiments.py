@@ -73,6 +73,32 @@ def test_slurm_launcher_config_composes():
     assert launcher.tasks_per_node == 1 and launcher.array_parallelism >= 24
 
 
+def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_single_run_would(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    sweep, threads = tmp_path / "m", max(joblib.cpu_count() // 2, 1)
+    cell = ["+experiment=vicreg_table4", "+row=simsiam_no_pred_no_bn", "+reg=none", *TINY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run([sys.executable, "-m", "ablate", "-m", *cell, "optim.name=bogus,sgd", "hydra/launcher=parallel",
+                        "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    # a failing cell in a worker process still fails the sweep, with the count
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("ablate: error: 1 of 2 sweep cells failed")
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert len(summaries) == 4  # two cells, two baselines
+    good = next(s for name, s in summaries.items() if "optim.name=sgd" in name)
+    assert all(s["host"]["torch_threads"] == threads for s in summaries.values() if s["status"] == "complete")
+    assert sorted(s["baseline"] for s in summaries.values() if s["baseline"]) == ["random", "supervised"]
+    # the cell equals a single run on the same number of threads, to the bit
+    single = tmp_path / "single"
+    r = subprocess.run([sys.executable, "-m", "ablate", *cell, "optim.name=sgd", f"hydra.run.dir={single}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**env, "OMP_NUM_THREADS": str(threads)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    alone = json.loads((single / "summary.json").read_text())
+    assert alone["host"]["torch_threads"] == threads and alone["metrics"] == good["metrics"]
+
+
 def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "m"
     # two cells of one row; an unknown optimizer makes the first one fail

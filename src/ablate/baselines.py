@@ -6,8 +6,10 @@ summary.json is finished is skipped like any finished run."""
 
 import json
 import logging
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -55,21 +57,40 @@ def finished(run_dir: Path) -> bool:
         return False
 
 
-def run_baselines(jobs: list[tuple[Path, list[str]]], run=subprocess.run) -> list[Path]:
-    """Train each job not yet finished, one after another, as ``python -m ablate``; returns the dirs trained.
-    A failing baseline is logged and the others still run (the report shows what is missing)."""
-    trained = []
+def side_by_side(launcher) -> int:
+    """How many cells the sweep's launcher runs at once: joblib's n_jobs (hydra/launcher=parallel), else 1."""
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")):
+        return 1
+    import joblib
+
+    return joblib.effective_n_jobs(launcher.get("n_jobs", -1))
+
+
+def run_baselines(jobs: list[tuple[Path, list[str]]], run=subprocess.run, parallel: int = 1) -> list[Path]:
+    """Train each job not yet finished as ``python -m ablate``, ``parallel`` at a time, each then on
+    cores / parallel threads as the sweep's cells were; returns the dirs trained. A failing baseline is
+    logged and the others still run (the report shows what is missing)."""
+    todo = []
     for run_dir, overrides in jobs:
         if finished(run_dir):
             log.info("baseline %s already finished; skipping it", run_dir)
-            continue
+        else:
+            todo.append((run_dir, overrides))
+    env = None
+    if parallel > 1:
+        env = {**os.environ, "OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // parallel, 1))}
+
+    def one(job):
+        run_dir, overrides = job
         log.info("baseline run %s", run_dir)
         quoted = str(run_dir).replace("\\", "\\\\").replace("'", "\\'")
-        rc = run([sys.executable, "-m", "ablate", *overrides, f"hydra.run.dir='{quoted}'"]).returncode
+        rc = run([sys.executable, "-m", "ablate", *overrides, f"hydra.run.dir='{quoted}'"], env=env).returncode
         if rc != 0:
             log.warning("baseline %s exited with status %d", run_dir, rc)
-        trained.append(run_dir)
-    return trained
+        return run_dir
+
+    with ThreadPoolExecutor(max(parallel, 1)) as pool:
+        return list(pool.map(one, todo))
 
 
 class AddBaselines(Callback):
@@ -80,4 +101,4 @@ class AddBaselines(Callback):
         params = hydra.sweeper.get("params") or {}
         overrides = [f"{k}={v}" for k, v in params.items()] + list(hydra.overrides.task)
         jobs = baseline_jobs(Path(hydra.sweep.dir), overrides, hydra.runtime.choices.get("scale"), config.seed)
-        run_baselines(jobs)
+        run_baselines(jobs, parallel=side_by_side(hydra.launcher))

@@ -3,6 +3,7 @@
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from .hydra_args import (
 from .rundir import WRITE_ERRORS, RunLock, check_run_dir, unique_dir, write_problem
 from .summary import failure_summary, write_json
 
-SWEEP = {"cells": 0, "failed": []}  # this process's sweep cells, for the exit status
+# Each sweep cell appends its outcome to this file, named by the sweep's process: cells may run in other
+# processes (hydra/launcher=parallel), and the sweep's exit status counts them all.
+SWEEP_STATUS = "ABLATE_SWEEP_STATUS"
 
 log = logging.getLogger("ablate")
 
@@ -107,7 +110,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
     """One sweep cell: a failure is recorded in its directory and printed in one line; the sweep goes on."""
     from .train import train
 
-    SWEEP["cells"] += 1
+    _note_cell("cell", run_dir)
     try:
         lock = RunLock(run_dir).acquire()
     except AblateError as e:  # another process trains this cell: leave its directory alone
@@ -153,10 +156,27 @@ def _cell_failed(run_dir: Path, why: str, cfg: DictConfig | None = None) -> None
     """Print the cell's failure in one line (its traceback, if any, is in traceback.txt); with ``cfg``, record
     it as the cell's summary (status failed)."""
     why = " ".join(why.split())
-    SWEEP["failed"].append(run_dir.name)
+    _note_cell("failed", run_dir)
     print(f"ablate: cell {run_dir} failed: {why}", file=sys.stderr, flush=True)
     if cfg is not None:
         _record_failure(run_dir, cfg, why)
+
+
+def _note_cell(outcome: str, run_dir: Path) -> None:
+    path = os.environ.get(SWEEP_STATUS)
+    if path:
+        with open(path, "a") as f:  # one short line per write: appends from several processes do not interleave
+            f.write(f"{outcome} {run_dir.name}\n")
+
+
+def _sweep_outcomes(path: str) -> tuple[int, list[str]]:
+    """(cells run, names of those that failed) from a sweep's status file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return 0, []
+    return (sum(x.startswith("cell ") for x in lines),
+            [x.split(" ", 1)[1] for x in lines if x.startswith("failed ")])
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
@@ -215,12 +235,15 @@ def preflight(args: list[str]) -> tuple[RunLock | None, list[str]]:
 
 
 def main() -> None:
-    args, lock = order_groups(sys.argv[1:]), None
+    args, lock, status = order_groups(sys.argv[1:]), None, None
     if not is_info(args):
         try:
             check_overrides(args)
             if is_multirun(args):
                 args = [*sweep_args(args), "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
+                fd, status = tempfile.mkstemp(prefix="ablate-sweep-", suffix=".txt")
+                os.close(fd)
+                os.environ[SWEEP_STATUS] = status
             else:
                 lock, args = preflight(args)
         except AblateError as e:
@@ -233,7 +256,10 @@ def main() -> None:
     finally:
         if lock is not None:
             lock.release()
-    if SWEEP["failed"]:
-        names = ", ".join(SWEEP["failed"][:3]) + (", ..." if len(SWEEP["failed"]) > 3 else "")
-        _fail(f"{len(SWEEP['failed'])} of {SWEEP['cells']} sweep cells failed ({names}); the reasons are "
-              f"printed above and in each cell's summary.json", code=1)
+        cells, failed = _sweep_outcomes(status) if status else (0, [])
+        if status:
+            os.unlink(status)
+    if failed:
+        names = ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else "")
+        _fail(f"{len(failed)} of {cells} sweep cells failed ({names}); the reasons are printed above and in each "
+              f"cell's summary.json", code=1)
