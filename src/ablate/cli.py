@@ -76,6 +76,24 @@ def check_overrides(args: list[str]) -> None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: {', '.join(group_options('method'))}")
 
 
+def check_side_by_side(args: list[str]) -> None:
+    """``hydra/launcher=parallel`` puts one cell per core on the same device: refused where the cells would
+    train on a GPU (``device`` cuda, or auto with a GPU present), before any cell starts."""
+    overrides = dict(a.split("=", 1) for a in override_args(args) if "=" in a)
+    if overrides.get("hydra/launcher", overrides.get("+hydra/launcher")) != "parallel":
+        return
+    device = overrides.get("device", "auto").split(":")[0]
+    if device == "cuda" or (device == "auto" and _cuda_available()):
+        raise ConfigError("hydra/launcher=parallel runs one cell per CPU core, but the cells would train on the GPU; "
+                          "drop hydra/launcher=parallel, or add device=cpu")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -240,6 +258,7 @@ def main() -> None:
         try:
             check_overrides(args)
             if is_multirun(args):
+                check_side_by_side(args)
                 args = [*sweep_args(args), "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
                 fd, status = tempfile.mkstemp(prefix="ablate-sweep-", suffix=".txt")
                 os.close(fd)
