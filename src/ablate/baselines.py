@@ -77,8 +77,10 @@ def run_baselines(jobs: list[tuple[Path, list[str]]], run=subprocess.run, parall
         else:
             todo.append((run_dir, overrides))
     env = None
-    if parallel > 1:
-        env = {**os.environ, "OMP_NUM_THREADS": str(max((os.cpu_count() or 1) // parallel, 1))}
+    if parallel > 1:  # joblib's loky gives each cell's worker the same count (cpu_count // n_jobs)
+        import joblib
+
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(joblib.cpu_count() // parallel, 1))}
 
     def one(job):
         run_dir, overrides = job

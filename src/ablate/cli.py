@@ -79,8 +79,8 @@ def check_overrides(args: list[str]) -> None:
 def check_side_by_side(args: list[str]) -> None:
     """``hydra/launcher=parallel`` puts one cell per core on the same device: refused where the cells would
     train on a GPU (``device`` cuda, or auto with a GPU present), before any cell starts."""
-    overrides = dict(a.split("=", 1) for a in override_args(args) if "=" in a)
-    if overrides.get("hydra/launcher", overrides.get("+hydra/launcher")) != "parallel":
+    overrides = {override_key(a): a.split("=", 1)[1] for a in override_args(args) if "=" in a}
+    if overrides.get("hydra/launcher") != "parallel":
         return
     device = overrides.get("device", "auto").split(":")[0]
     if device == "cuda" or (device == "auto" and _cuda_available()):
