@@ -100,6 +100,51 @@ def test_sweep_over_a_switch_with_none(tmp_path):
     assert [json.loads(p.read_text())["techniques"]["predictor"] for p in summaries] == [True, False]
 
 
+def _rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in path.read_text().splitlines()]
+
+
+def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbers(tmp_path, cfg_factory,
+                                                                                    monkeypatch):
+    """Under the fill, an op reading memory it never wrote would read NaN; without it, garbage: a run equals one
+    with the fill on only if no op does."""
+    import torch
+    import torch.utils.deterministic
+
+    from ablate import precision
+    from ablate import train as T
+
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # restored afterwards
+
+    def with_fill():
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+
+    runs = []
+    for name, kernels in (("fill", with_fill), ("default", precision.deterministic_kernels)):
+        monkeypatch.setattr(T, "deterministic_kernels", kernels)
+        runs.append(T.train(cfg_factory("+method=byol", "var=hinge", *TINY, "train.epochs=2"), tmp_path / name))
+        assert torch.utils.deterministic.fill_uninitialized_memory is (name == "fill")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["spectrum_z"] == runs[1]["spectrum_z"]
+    assert _rows(tmp_path / "fill" / "metrics.jsonl") == _rows(tmp_path / "default" / "metrics.jsonl")
+
+
+def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(tmp_path, cfg_factory,
+                                                                                 monkeypatch):
+    from ablate import train as T
+
+    calls, evaluate = [], T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    cfg = cfg_factory("+method=simsiam", *TINY, "train.epochs=2")
+    first = T.train(cfg, tmp_path)
+    assert len(calls) == 2  # one an epoch; the final probe reads the second epoch's features
+    (tmp_path / "summary.json").unlink()  # every epoch checkpointed, no summary: the resume only summarizes
+    again = T.train(cfg, tmp_path)
+    assert len(calls) == 3  # its features come from a fresh evaluation of the restored model
+    assert again["metrics"] == first["metrics"] and again["spectrum_z"] == first["spectrum_z"]
+
+
 def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
     from ablate.train import train
 
@@ -109,6 +154,4 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
         runs.append(train(cfg, tmp_path / str(i)))
     a, b = (r["metrics"] for r in runs)
     assert a == b
-    lines = [(tmp_path / str(i) / "metrics.jsonl").read_text().splitlines() for i in range(2)]
-    strip = lambda ls: [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in ls]  # noqa: E731
-    assert strip(lines[0]) == strip(lines[1])
+    assert _rows(tmp_path / "0" / "metrics.jsonl") == _rows(tmp_path / "1" / "metrics.jsonl")

@@ -18,6 +18,19 @@ def test_shapes_deterministic_balanced_and_varied():
     assert same.mean((2, 3)).std(0).min() > 5
 
 
+def test_loading_shapes_again_in_a_process_gives_the_same_images_and_fresh_tensors():
+    cfg = OmegaConf.create({"name": "shapes", "train_size": 300, "test_size": 100, "image_size": 32,
+                            "data_seed": 5, "num_classes": 10, "mean": None, "std": None})
+    ev = OmegaConf.create({"bank_size": 200, "test_size": 50})
+    first = load_data(cfg, ev, seed=1)
+    assert torch.equal(first.ssl_x, make_shapes(300, 5)[0])
+    kept = first.ssl_x.clone(), first.test_x.clone()
+    first.ssl_x.zero_(), first.test_x.zero_()  # a caller writing into its tensors leaves the next load alone
+    again = load_data(cfg, ev, seed=1)
+    assert torch.equal(again.ssl_x, kept[0]) and torch.equal(again.test_x, kept[1])
+    assert torch.equal(again.bank_x, load_data(cfg, ev, seed=1).bank_x)
+
+
 def test_shapes_are_separable_from_pixels_better_than_chance():
     """A sanity floor: nearest class mean on raw pixels beats the 10% chance level."""
     x, y = make_shapes(2000, seed=0)

@@ -1,5 +1,6 @@
 """Datasets as uint8 tensors [N, 3, H, W] that live on the training device, plus the embedded `shapes`."""
 
+import functools
 import hashlib
 import io
 import logging
@@ -108,6 +109,12 @@ def make_shapes(n: int, seed: int, size: int = 32, oversample: int = 2):
 
 
 # ------------------------------------------------------------------------------------------ loaders
+@functools.lru_cache(maxsize=4)
+def _shapes(n: int, seed: int, size: int):
+    """``make_shapes`` once per process: a sweep's cells in one process (or one worker) share the images."""
+    return make_shapes(n, seed, size)
+
+
 def _stats(x):
     xf = x[: min(len(x), 10000)].float().div(255)
     return xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3))
@@ -404,8 +411,8 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
         raise DataError(f"unknown dataset '{cfg.name}'; choose data= one of: {', '.join(DATASETS)}")
     check_paths(cfg)
     if cfg.name == "shapes":
-        train_x, train_y = make_shapes(cfg.train_size, cfg.data_seed, cfg.image_size)
-        test_x, test_y = make_shapes(cfg.test_size, cfg.data_seed + 1_000_003, cfg.image_size)
+        train_x, train_y = (t.clone() for t in _shapes(cfg.train_size, cfg.data_seed, cfg.image_size))
+        test_x, test_y = (t.clone() for t in _shapes(cfg.test_size, cfg.data_seed + 1_000_003, cfg.image_size))
         d = dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
     elif cfg.name == "npz":
         d = _npz(cfg)

@@ -35,7 +35,7 @@ from .losses import SCALE_FREE
 from .method import TERMS, Baseline, JointEmbedding, equivalences
 from .models import count_bn, embed
 from .optim import build_optimizer, lr_at, param_groups, set_lr
-from .precision import channels_last, compile_aug, host, resolve
+from .precision import channels_last, compile_aug, deterministic_kernels, host, resolve
 from .rundir import upgrade_config
 from .stages import stage
 from .summary import SCHEMA, finished_summary, write_json, write_text
@@ -300,6 +300,7 @@ class RunState:
     stopped_early: int | None = None
     z_scale_init: float | None = None
     logger_id: str | None = None
+    features: tuple | None = field(default=None, repr=False)  # (step, features) of the newest evaluation, not saved
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -323,7 +324,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     device = D.pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
+        deterministic_kernels()
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
     model, stepper = build_runner(cfg, data, device)
     if n_ranks > 1:  # same initial model everywhere (DDP broadcasts it too), own augmentations per rank
@@ -454,7 +455,8 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
 def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper: "Stepper", data,
                    cfg: DictConfig, epoch: int) -> dict:
     """The metrics.jsonl row of an evaluated epoch (``epoch=-1``: the random baseline's row 0, untrained)."""
-    diag, _ = evaluate(model, data, cfg.data.image_size, cfg)
+    diag, features = evaluate(model, data, cfg.data.image_size, cfg)
+    state.features = (stepper.step, features)  # the final probe's features when no step follows
     return {"epoch": epoch + 1, "step": stepper.step, **terms, **{k: float(v) for k, v in diag.items()},
             "z_scale_init": state.z_scale_init, "lr": stepper.lr, "tau": stepper.tau,
             "wall_s": round(time.time() - state.t_start, 2)}
@@ -504,7 +506,8 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
                        f"step {stepper.step}", metrics={k: v for k, v in last.items() if k in TERMS})
         summary["metrics"]["loss"] = diverged
     else:
-        _, (bank_h, test_h, test_z) = evaluate(model, data, cfg.data.image_size, cfg)
+        fresh = state.features is not None and state.features[0] == stepper.step  # evaluated after the last step
+        bank_h, test_h, test_z = state.features[1] if fresh else evaluate(model, data, cfg.data.image_size, cfg)[1]
         linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
                                     lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
         metrics = {k: last.get(k) for k in ("knn_top1", "z_std", "z_std_ref", "z_scale", "z_scale_init", "h_std",
