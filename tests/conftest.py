@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -8,6 +10,12 @@ from ablate.config import TECHNIQUES
 TINY = ["backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16",
         "data.train_size=64", "data.test_size=32", "eval.bank_size=64", "eval.linear.epochs=2",
         "train.epochs=1", "train.warmup_epochs=0"]
+
+
+def rows(run):
+    """A run's metrics.jsonl rows without ``wall_s``: what two runs of one computation share."""
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def make_cfg(*overrides):

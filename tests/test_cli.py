@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, rows
 
 REQUIRED_METRICS = ("knn_top1", "linear_top1", "z_std", "z_std_ref", "rank_z", "rank_h")
 
@@ -100,10 +100,6 @@ def test_sweep_over_a_switch_with_none(tmp_path):
     assert [json.loads(p.read_text())["techniques"]["predictor"] for p in summaries] == [True, False]
 
 
-def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in path.read_text().splitlines()]
-
-
 def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbers(tmp_path, cfg_factory,
                                                                                     monkeypatch):
     """Under the fill, an op reading memory it never wrote would read NaN; without it, garbage: a run equals one
@@ -127,7 +123,7 @@ def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbe
         assert torch.utils.deterministic.fill_uninitialized_memory is (name == "fill")
     assert torch.are_deterministic_algorithms_enabled()
     assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["spectrum_z"] == runs[1]["spectrum_z"]
-    assert _rows(tmp_path / "fill" / "metrics.jsonl") == _rows(tmp_path / "default" / "metrics.jsonl")
+    assert rows(tmp_path / "fill") == rows(tmp_path / "default")
 
 
 def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(tmp_path, cfg_factory,
@@ -154,4 +150,4 @@ def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
         runs.append(train(cfg, tmp_path / str(i)))
     a, b = (r["metrics"] for r in runs)
     assert a == b
-    assert _rows(tmp_path / "0" / "metrics.jsonl") == _rows(tmp_path / "1" / "metrics.jsonl")
+    assert rows(tmp_path / "0") == rows(tmp_path / "1")

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, rows
 
 from ablate import checkpoint
 from ablate.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
@@ -24,11 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def rows(run):
-    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def unfinished_run(cfg_factory, run):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY
+from conftest import TINY, rows
 
 from ablate.config import ConfigError
 
@@ -39,11 +39,6 @@ def ablate(*args, cwd, kill_at=None):
     else:
         cmd, env["KILL_AT_STEP"] = [sys.executable, "-c", KILLER, *args], str(kill_at)
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
-
-
-def rows(run):
-    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):

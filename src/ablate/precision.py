@@ -112,7 +112,7 @@ def compile_aug(value, device: torch.device, images: int) -> bool:
 def deterministic_kernels() -> None:
     """``train.deterministic`` on a CPU: deterministic kernels, without the NaN fill of every new tensor that
     torch adds to them (``torch.utils.deterministic.fill_uninitialized_memory``). The fill only exposes ops that
-    read memory they never wrote, changes no result (``tests/test_runs.py``) and costs a write pass over every
+    read memory they never wrote, changes no result (``tests/test_cli.py``) and costs a write pass over every
     new tensor (docs/performance.md)."""
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False
