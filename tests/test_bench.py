@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--images", "64", "--aug-batch", "32", "--workers", "1",
         "backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16", "data.train_size=64",
@@ -43,6 +44,8 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     assert epoch["images"] == 64 and epoch["flops_per_step"] > 0 and epoch["peak_mem_mb"] > 0
     assert epoch["speedup_vs_reference"] == pytest.approx(epoch["reference_epoch_s"] / epoch["epoch_s"])
     assert epoch["model_only_epoch_s"] > 0
+    assert epoch["reference_workers"] == 1  # TINY's --workers; its main process gets the cores that leaves
+    assert epoch["reference_threads"] == max(1, epoch["machine"]["torch_threads"] - 1)
     assert epoch["speedup_ceiling"] == pytest.approx(epoch["reference_epoch_s"] / epoch["model_only_epoch_s"])
     assert epoch["compile_aug"] is False and not aug["compile_aug"]  # too short a run to repay a compile
     if "peak_fraction" in epoch:  # a CPU whose peak the flags give
@@ -128,3 +131,17 @@ def test_gpu_script_runs_on_cpu_with_a_tiny_setting():
     for run in final["runs"]:
         assert run["runner_img_s"] > 0 and run["epoch_s"] > 0 and run["tflops"] > 0 and run["peak_mem_mb"] > 0
     assert "images/s" in r.stdout and "TFLOP/s" in r.stdout
+
+
+def test_the_reference_main_process_gets_the_cores_its_workers_leave():
+    from argparse import Namespace
+
+    from ablate.bench import reference_threads
+
+    cpu, cuda, n = torch.device("cpu"), torch.device("cuda"), torch.get_num_threads()
+    assert reference_threads(Namespace(ref_threads=0, workers=0), cpu) == n  # no workers: every thread
+    assert reference_threads(Namespace(ref_threads=0, workers=n + 3), cpu) == 1  # never fewer than one
+    if n > 1:
+        assert reference_threads(Namespace(ref_threads=0, workers=1), cpu) == n - 1
+    assert reference_threads(Namespace(ref_threads=3, workers=2), cpu) == 3  # --ref-threads wins
+    assert reference_threads(Namespace(ref_threads=0, workers=2), cuda) == n  # a GPU loop's threads feed it

@@ -11,7 +11,8 @@ plain loop's.
     step   the runner's training step (ablate.train.Stepper) vs a bare loop doing the same augmentation,
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
-           DataLoader, then the same model, optimizer and batch size)
+           DataLoader, then the same model, optimizer and batch size; its main process on the cores its
+           workers leave, its fastest setting on a CPU)
     profile  the runner's step split by stage (augmentation, backbone, heads, EMA target, loss, backward,
            optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak;
            on a CPU the fp32 step by op class too (convolutions, matrix products, batch norm and ReLU, the
@@ -303,6 +304,14 @@ def op_breakdown(stepper, batch, steps: int, flops: dict[str, float]) -> dict:
                 "tflops": work[k] / secs[k] / 1e12 if work[k] and secs[k] else None} for k in OP_CLASSES}
 
 
+def reference_threads(args, device) -> int:
+    """Torch threads of the reference's main process: ``--ref-threads``, or on a CPU the cores its DataLoader
+    workers leave (at least one), the setting that ran it fastest (docs/performance.md)."""
+    if args.ref_threads or device.type != "cpu":
+        return args.ref_threads or torch.get_num_threads()
+    return max(1, torch.get_num_threads() - args.workers)
+
+
 def bench_epoch(cfg, data, device, args) -> dict:
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, device)
@@ -310,6 +319,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
     n_img = stepper.steps_per_epoch * stepper.batch_size
     aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
     fmt, bf16 = stepper.mem_format, stepper.bf16
+    ref_threads = reference_threads(args, device)
     x1, x2 = two_views(images[: stepper.batch_size], aug, size, mean, std)
     flops_step = step_flops(model, x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt))
 
@@ -336,12 +346,17 @@ def bench_epoch(cfg, data, device, args) -> dict:
         tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
 
         def reference():
-            total = torch.zeros((), device=device)
-            for r1, r2 in loader:
-                r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
-            total.item()
+            own = torch.get_num_threads()
+            torch.set_num_threads(ref_threads)
+            try:
+                total = torch.zeros((), device=device)
+                for r1, r2 in loader:
+                    r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                    r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                    total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
+                total.item()
+            finally:
+                torch.set_num_threads(own)
 
         sides["reference (torchvision DataLoader)"] = reference
     if device.type == "cuda":
@@ -350,7 +365,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
     med = {k: statistics.median(v) for k, v in t.items()}
     runner_s = med["runner (device data + batched aug)"]
     table(f"epoch: {n_img} images ({cfg.data.name}, {size}px), batch {stepper.batch_size}, {cfg.method.name}, "
-          f"{cfg.backbone.name}, {args.workers} workers, {device}",
+          f"{cfg.backbone.name}, {device}" + ("" if args.no_reference else
+                                                f"; reference: {args.workers} workers, {ref_threads} threads"),
           [(k, t[k], n_img, med[k] / runner_s) for k in t])
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -372,7 +388,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
         # the reference trains the same model in the same precision and format, so free data and augmentation
         # would give the runner at most ref_s / model_s
         out.update(reference_epoch_s=ref_s, reference_img_s=n_img / ref_s, speedup_vs_reference=ref_s / runner_s,
-                   model_only_epoch_s=model_s, speedup_ceiling=ref_s / model_s)
+                   model_only_epoch_s=model_s, speedup_ceiling=ref_s / model_s, reference_workers=args.workers,
+                   reference_threads=ref_threads)
         if "peak_fraction" in out:
             out["model_only_peak_fraction"] = out["peak_fraction"] * runner_s / model_s
     print(f"{cfg.method.name}: {n_img / runner_s:.0f} images/s, epoch {runner_s:.2f} s, peak memory "
@@ -492,6 +509,8 @@ def main(argv=None) -> None:
     p.add_argument("--aug-batch", type=int, default=256, help="batch size of the aug benchmark")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers of the peer side")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the main process (0 = torch's default)")
+    p.add_argument("--ref-threads", type=int, default=0, help="epoch: torch threads while the reference runs (0 = on "
+                                                              "a CPU the threads its workers leave, at least 1)")
     p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
     p.add_argument("--fma-units", type=int, default=2, help="profile, epoch: FMA units per core for the peak (2 for recent "
@@ -501,7 +520,7 @@ def main(argv=None) -> None:
     if bad:
         p.exit(2, f"ablate.bench: error: {' '.join(bad)} is not an override; write key=value or ~group\n")
     for name, low in (("rounds", 1), ("steps", 1), ("aug_batch", 1), ("warmup", 0), ("workers", 0), ("images", 0),
-                      ("threads", 0), ("fma_units", 1)):
+                      ("threads", 0), ("ref_threads", 0), ("fma_units", 1)):
         if getattr(args, name) < low:
             p.exit(2, f"ablate.bench: error: --{name.replace('_', '-')}={getattr(args, name)} must be >= {low}\n")
     if args.threads:
