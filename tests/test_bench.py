@@ -40,6 +40,7 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert "warning: load average" in r.stderr
     assert aug["suite_img_s"] > 0 and aug["torchvision_img_s"] > 0 and aug["kornia_img_s"] > 0
     assert aug["speedup_vs_torchvision"] == pytest.approx(aug["suite_img_s"] / aug["torchvision_img_s"])
+    assert aug["torchvision_threads"] == epoch["reference_threads"]
     assert step["method"] == "byol" and step["batch"] == 16
     assert epoch["images"] == 64 and epoch["flops_per_step"] > 0 and epoch["peak_mem_mb"] > 0
     assert epoch["speedup_vs_reference"] == pytest.approx(epoch["reference_epoch_s"] / epoch["epoch_s"])

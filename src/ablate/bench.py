@@ -6,8 +6,9 @@ A ``speedup_*`` above 1 means the suite is faster; ``overhead_vs_bare`` is the r
 plain loop's.
 
     aug    two-view augmentation: the suite's batched ops vs torchvision's PIL transforms in a DataLoader
-           with every core as a worker, and vs kornia's per-sample augmentation (same recipe, same images);
-           the suite's colour ops as a run of the config gets them (``train.compile_aug``), and eager too
+           with every core as a worker (its main process on the cores they leave), and vs kornia's per-sample
+           augmentation (same recipe, same images); the suite's colour ops as a run of the config gets them
+           (``train.compile_aug``), and eager too
     step   the runner's training step (ablate.train.Stepper) vs a bare loop doing the same augmentation,
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
@@ -23,6 +24,7 @@ Trailing ``key=value`` arguments are Hydra overrides of the run config (default 
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -76,6 +78,24 @@ def table(title: str, rows: list[tuple]) -> None:
     for name, ts, n_img, ratio in rows:
         print(f"{name:<34}{statistics.median(ts):>10.4f}{min(ts):>10.4f}{n_img / statistics.median(ts):>12.0f}"
               f"{ratio:>8.2f}")
+
+
+def reference_threads(args, device) -> int:
+    """Torch threads of a DataLoader side's main process: ``--ref-threads``, or on a CPU the cores its
+    workers leave (at least one), the setting that ran the epoch's reference fastest (docs/performance.md)."""
+    if args.ref_threads or device.type != "cpu":
+        return args.ref_threads or torch.get_num_threads()
+    return max(1, torch.get_num_threads() - args.workers)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    own = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
 
 
 # ------------------------------------------------------------------------------------- peer pipelines
@@ -161,10 +181,12 @@ def bench_aug(cfg, data, device, args) -> dict:
         suite()
         compile_s = time.perf_counter() - t0
     loader = torchvision_loader(images, aug, size, mean, std, bs, args.workers)
+    tv_threads = reference_threads(args, device)
 
     def tv():
-        for x1, x2 in loader:
-            x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+        with torch_threads(tv_threads):
+            for x1, x2 in loader:
+                x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
 
     if not args.no_kornia:
         try:
@@ -187,10 +209,10 @@ def bench_aug(cfg, data, device, args) -> dict:
         del sides["kornia"]
     t = alternate(sides, args.rounds, args.warmup, device)
     med = {k: statistics.median(v) for k, v in t.items()}
-    table(f"aug: two views of {n} uint8 {size}px images, batch {bs}, {args.workers} DataLoader workers, "
-          f"{torch.get_num_threads()} torch threads, {device}",
+    table(f"aug: two views of {n} uint8 {size}px images, batch {bs}, {torch.get_num_threads()} torch threads, "
+          f"{device}; torchvision: {args.workers} DataLoader workers, {tv_threads} threads",
           [(k, t[k], n, med[k] / med["suite"]) for k in t])
-    out = {"bench": "aug", "images": n, "batch": bs, "workers": args.workers,
+    out = {"bench": "aug", "images": n, "batch": bs, "workers": args.workers, "torchvision_threads": tv_threads,
            "suite_img_s": n / med["suite"], "torchvision_img_s": n / med["torchvision"],
            "speedup_vs_torchvision": med["torchvision"] / med["suite"], "compile_aug": compiled}
     if compiled:
@@ -304,14 +326,6 @@ def op_breakdown(stepper, batch, steps: int, flops: dict[str, float]) -> dict:
                 "tflops": work[k] / secs[k] / 1e12 if work[k] and secs[k] else None} for k in OP_CLASSES}
 
 
-def reference_threads(args, device) -> int:
-    """Torch threads of the reference's main process: ``--ref-threads``, or on a CPU the cores its DataLoader
-    workers leave (at least one), the setting that ran it fastest (docs/performance.md)."""
-    if args.ref_threads or device.type != "cpu":
-        return args.ref_threads or torch.get_num_threads()
-    return max(1, torch.get_num_threads() - args.workers)
-
-
 def bench_epoch(cfg, data, device, args) -> dict:
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, device)
@@ -346,17 +360,13 @@ def bench_epoch(cfg, data, device, args) -> dict:
         tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
 
         def reference():
-            own = torch.get_num_threads()
-            torch.set_num_threads(ref_threads)
-            try:
+            with torch_threads(ref_threads):
                 total = torch.zeros((), device=device)
                 for r1, r2 in loader:
                     r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
                     r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
                     total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
                 total.item()
-            finally:
-                torch.set_num_threads(own)
 
         sides["reference (torchvision DataLoader)"] = reference
     if device.type == "cuda":
@@ -509,8 +519,9 @@ def main(argv=None) -> None:
     p.add_argument("--aug-batch", type=int, default=256, help="batch size of the aug benchmark")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers of the peer side")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the main process (0 = torch's default)")
-    p.add_argument("--ref-threads", type=int, default=0, help="epoch: torch threads while the reference runs (0 = on "
-                                                              "a CPU the threads its workers leave, at least 1)")
+    p.add_argument("--ref-threads", type=int, default=0, help="aug, epoch: torch threads of the DataLoader side's main "
+                                                              "process (0 = on a CPU the threads its workers leave, "
+                                                              "at least 1)")
     p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
     p.add_argument("--fma-units", type=int, default=2, help="profile, epoch: FMA units per core for the peak (2 for recent "
