@@ -83,13 +83,16 @@ def table(title: str, rows: list[tuple]) -> None:
 def reference_threads(args, device) -> int:
     """Torch threads of a DataLoader side's main process: ``--ref-threads``, or on a CPU the cores its
     workers leave (at least one), the setting that ran the epoch's reference fastest (docs/performance.md)."""
-    if args.ref_threads or device.type != "cpu":
-        return args.ref_threads or torch.get_num_threads()
+    if args.ref_threads:
+        return args.ref_threads
+    if device.type != "cpu":
+        return torch.get_num_threads()
     return max(1, torch.get_num_threads() - args.workers)
 
 
 @contextlib.contextmanager
 def torch_threads(n: int):
+    """Torch's intra-op threads set to ``n`` inside the block, restored after it."""
     own = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
