@@ -28,6 +28,16 @@ def cfg_factory():
     return make_cfg
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: on a shared, loaded CPU two spinning OpenMP threads make tiny steps
+    100x slower."""
+    from ablate.bench import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

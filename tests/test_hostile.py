@@ -15,15 +15,7 @@ from ablate.config import ConfigError
 from ablate.train import train
 
 ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # on a shared, loaded CPU two spinning OpenMP threads make tiny steps 100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unfinished_run(cfg_factory, run):

@@ -61,16 +61,6 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert got["verdict"] == want["verdict"] and got["epochs_completed"] == 3
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
     from ablate.train import train
 

@@ -5,7 +5,6 @@ import json
 import logging
 
 import pytest
-import torch
 from conftest import TINY
 
 from ablate.train import train
@@ -14,16 +13,13 @@ pytest.importorskip("wandb")
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch):
+def offline(tmp_path, monkeypatch, one_thread):
     import wandb
 
     for k, v in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield tmp_path
-    torch.set_num_threads(n)
     wandb.teardown()  # stop the wandb service process this test started
 
 
