@@ -53,6 +53,11 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert epoch["peak_fraction"] == pytest.approx(epoch["tflops"] / epoch["fp32_peak_tflops"])
         assert epoch["model_only_peak_fraction"] == pytest.approx(
             epoch["peak_fraction"] * epoch["epoch_s"] / epoch["model_only_epoch_s"])
+    if epoch["precision"] == "bf16" and "avx512_bf16" in epoch["machine"]["isa"]:  # native bf16: its own peak
+        assert "peak_fraction" not in epoch and epoch["bf16_peak_tflops"] > 0
+        assert epoch["bf16_peak_fraction"] == pytest.approx(epoch["tflops"] / epoch["bf16_peak_tflops"])
+        assert epoch["model_only_bf16_peak_fraction"] == pytest.approx(
+            epoch["bf16_peak_fraction"] * epoch["epoch_s"] / epoch["model_only_epoch_s"])
     for name in ("suite", "torchvision", "kornia", "runner (Stepper)", "bare loop", "reference (torchvision"):
         assert name in r.stdout
 
@@ -89,6 +94,8 @@ def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
         assert line["peak"]["fp32_tflops"] > 0 and 0 < line["fp32_peak_fraction"]
         assert line["peak"]["sgemm_tflops"] > 0 and "fp32 matrix product (2048^3)" in r.stdout
         assert line["fp32_sgemm_fraction"] == pytest.approx(line["fp32"]["tflops"] / line["peak"]["sgemm_tflops"])
+        turbo = line["peak"]["sgemm_tflops"] > line["peak"]["fp32_tflops"]  # a clock above the nominal one
+        assert ("above the stated peak" in r.stdout) is turbo
     for stage in ("backbone", "backward", "optimizer", "step"):
         assert f"\n{stage}" in r.stdout
     ops = line["fp32"]["ops"]  # the fp32 step by op class; the other two are not broken down
