@@ -48,7 +48,13 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
     assert epoch["reference_workers"] == 1  # TINY's --workers; its main process gets the cores that leaves
     assert epoch["reference_threads"] == max(1, epoch["machine"]["torch_threads"] - 1)
     assert epoch["speedup_ceiling"] == pytest.approx(epoch["reference_epoch_s"] / epoch["model_only_epoch_s"])
+    assert epoch["reference_model_only_epoch_s"] > 0
+    assert epoch["reference_model_share"] == pytest.approx(
+        epoch["reference_model_only_epoch_s"] / epoch["reference_epoch_s"])
+    assert epoch["thread_speedup"] == pytest.approx(
+        epoch["reference_model_only_epoch_s"] / epoch["model_only_epoch_s"])
     assert epoch["compile_aug"] is False and not aug["compile_aug"]  # too short a run to repay a compile
+    assert epoch["compile"] is False  # train.compile's default: the step eager
     if "peak_fraction" in epoch:  # a CPU whose peak the flags give
         assert epoch["peak_fraction"] == pytest.approx(epoch["tflops"] / epoch["fp32_peak_tflops"])
         assert epoch["model_only_peak_fraction"] == pytest.approx(

@@ -337,8 +337,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
     aug, size, mean, std = cfg.aug, cfg.data.image_size, data.mean, data.std
     fmt, bf16 = stepper.mem_format, stepper.bf16
     ref_threads = reference_threads(args, device)
-    x1, x2 = two_views(images[: stepper.batch_size], aug, size, mean, std)
-    flops_step = step_flops(model, x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt))
+    x1, x2 = (v.contiguous(memory_format=fmt) for v in two_views(images[: stepper.batch_size], aug, size, mean, std))
+    flops_step = step_flops(model, x1, x2)
 
     def runner():
         running = torch.zeros(4, device=device)
@@ -371,7 +371,15 @@ def bench_epoch(cfg, data, device, args) -> dict:
                     total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
                 total.item()
 
+        def reference_model_only():  # its step alone on its threads: the reference with a loader that costs nothing
+            with torch_threads(ref_threads):
+                total = torch.zeros((), device=device)
+                for _ in range(stepper.steps_per_epoch):
+                    total += plain_step(ref_model, opt, x1, x2, bf16, tau).detach()
+                total.item()
+
         sides["reference (torchvision DataLoader)"] = reference
+        sides["reference, views precomputed"] = reference_model_only
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = alternate(sides, args.rounds, args.warmup, device)
@@ -391,7 +399,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
            "device": dev_name, "images": n_img, "batch": stepper.batch_size, "epoch_s": runner_s,
            "runner_img_s": n_img / runner_s, "peak_mem_mb": peak_mb, "flops_per_step": flops_step,
            "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12, "precision": stepper.precision,
-           "channels_last": fmt == torch.channels_last, "compile_aug": stepper.compile_aug}
+           "channels_last": fmt == torch.channels_last, "compile": bool(cfg.train.compile),
+           "compile_aug": stepper.compile_aug}
     peak = peak_flops(host(), args.fma_units) if device.type == "cpu" else {}
     if peak.get("fp32_tflops") and not bf16:
         out.update(fp32_peak_tflops=peak["fp32_tflops"], peak_fraction=out["tflops"] / peak["fp32_tflops"])
@@ -405,6 +414,11 @@ def bench_epoch(cfg, data, device, args) -> dict:
         out.update(reference_epoch_s=ref_s, reference_img_s=n_img / ref_s, speedup_vs_reference=ref_s / runner_s,
                    model_only_epoch_s=model_s, speedup_ceiling=ref_s / model_s, reference_workers=args.workers,
                    reference_threads=ref_threads)
+        # where the reference's workers hide its augmentation, its epoch is its step on its threads, and the
+        # ceiling is what the runner's extra threads buy on the same step: at most threads / reference_threads
+        ref_model_s = med["reference, views precomputed"]
+        out.update(reference_model_only_epoch_s=ref_model_s, reference_model_share=ref_model_s / ref_s,
+                   thread_speedup=ref_model_s / model_s)
         for key in ("peak_fraction", "bf16_peak_fraction"):
             if key in out:
                 out[f"model_only_{key}"] = out[key] * runner_s / model_s
