@@ -173,6 +173,8 @@ def _check_training(cfg: DictConfig) -> None:
         raise ConfigError(f"train.precision={cfg.train.precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
     if cfg.train.channels_last not in ("auto", True, False):
         raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
+    if cfg.train.compile not in (True, False):
+        raise ConfigError(f"train.compile={cfg.train.compile} must be true or false")
     if cfg.train.compile_aug not in ("auto", True, False):
         raise ConfigError(f"train.compile_aug={cfg.train.compile_aug} must be auto, true or false")
     if cfg.checkpoint.keep not in KEEP:

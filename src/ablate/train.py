@@ -495,7 +495,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
-        "compile_aug": stepper.compile_aug,
+        "compile": bool(cfg.train.compile), "compile_aug": stepper.compile_aug,
         "host": {k: v for k, v in host().items() if k != "loadavg"},
         "overrides": _overrides(), "choices": _choices(),
         "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run
