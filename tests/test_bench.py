@@ -159,3 +159,40 @@ def test_the_reference_main_process_gets_the_cores_its_workers_leave():
         assert reference_threads(Namespace(ref_threads=0, workers=1), cpu) == n - 1
     assert reference_threads(Namespace(ref_threads=3, workers=2), cpu) == 3  # --ref-threads wins
     assert reference_threads(Namespace(ref_threads=0, workers=2), cuda) == n  # a GPU loop's threads feed it
+
+
+
+class _Compiled(torch.nn.Module):
+    """What the test's torch.compile returns: the module, counting the calls that go through the compiled form."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, *args):
+        self.calls += 1
+        return self.module(*args)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def test_under_train_compile_the_peer_loops_step_through_a_compiled_model_too(monkeypatch, capsys):
+    """The runner's step compiled and the peers' eager would credit the compile to the suite: `step`'s bare loop
+    runs through the runner's compiled forward, and `epoch`'s reference compiles its own copy of the model."""
+    from ablate import bench
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(_Compiled(module)) or compiled[-1])
+    bench.main(["step", *TINY, "train.compile=true"])
+    (runner,) = compiled
+    assert runner.calls == 3  # one step each: the runner, the bare loop, the bare loop on precomputed views
+    compiled.clear()
+    bench.main(["epoch", *TINY, "train.compile=true"])
+    runner, reference = compiled
+    assert reference.module is not runner.module and type(reference.module) is type(runner.module)
+    assert runner.calls == reference.calls > 0  # the same steps an epoch on either side, two sides each
+    assert _json_lines(capsys.readouterr().out)[-1]["compile"] is True

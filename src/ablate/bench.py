@@ -249,8 +249,8 @@ def bench_step(cfg, data, device, args) -> dict:
     fmt, bf16 = stepper.mem_format, stepper.bf16
     views = [v.contiguous(memory_format=fmt) for v in two_views(batch, aug, size, mean, std)]
 
-    def bare(x1, x2):
-        plain_step(model, opt, x1, x2, bf16, 0.99)
+    def bare(x1, x2):  # through the runner's forward: compiled too under train.compile
+        plain_step(stepper.forward, opt, x1, x2, bf16, 0.99)
 
     def runner():
         for _ in range(args.steps):
@@ -361,6 +361,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
                                     shuffle=True, drop_last=True)
 
         tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
+        ref_forward = torch.compile(ref_model) if cfg.train.compile else ref_model  # as the runner's step
 
         def reference():
             with torch_threads(ref_threads):
@@ -368,14 +369,14 @@ def bench_epoch(cfg, data, device, args) -> dict:
                 for r1, r2 in loader:
                     r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
                     r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                    total += plain_step(ref_model, opt, r1, r2, bf16, tau).detach()
+                    total += plain_step(ref_forward, opt, r1, r2, bf16, tau).detach()
                 total.item()
 
         def reference_model_only():  # its step alone on its threads: the reference with a loader that costs nothing
             with torch_threads(ref_threads):
                 total = torch.zeros((), device=device)
                 for _ in range(stepper.steps_per_epoch):
-                    total += plain_step(ref_model, opt, x1, x2, bf16, tau).detach()
+                    total += plain_step(ref_forward, opt, x1, x2, bf16, tau).detach()
                 total.item()
 
         sides["reference (torchvision DataLoader)"] = reference
