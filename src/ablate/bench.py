@@ -13,7 +13,8 @@ plain loop's.
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
            DataLoader, then the same model, optimizer and batch size; its main process on the cores its
-           workers leave, its fastest setting on a CPU)
+           workers leave, its fastest setting on a CPU), and each side's steps alone on precomputed views, which
+           say what bounds each loop; under ``train.compile`` both sides' models run compiled
     profile  the runner's step split by stage (augmentation, backbone, heads, EMA target, loss, backward,
            optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak;
            on a CPU the fp32 step by op class too (convolutions, matrix products, batch norm and ReLU, the
