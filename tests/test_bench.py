@@ -161,7 +161,6 @@ def test_the_reference_main_process_gets_the_cores_its_workers_leave():
     assert reference_threads(Namespace(ref_threads=0, workers=2), cuda) == n  # a GPU loop's threads feed it
 
 
-
 class _Compiled(torch.nn.Module):
     """What the test's torch.compile returns: the module, counting the calls that go through the compiled form."""
 

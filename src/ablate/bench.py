@@ -27,6 +27,7 @@ Trailing ``key=value`` arguments are Hydra overrides of the run config (default 
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import os
 import re
@@ -364,24 +365,18 @@ def bench_epoch(cfg, data, device, args) -> dict:
         tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
         ref_forward = torch.compile(ref_model) if cfg.train.compile else ref_model  # as the runner's step
 
-        def reference():
+        def reference(batches):
             with torch_threads(ref_threads):
                 total = torch.zeros((), device=device)
-                for r1, r2 in loader:
+                for r1, r2 in batches:
                     r1 = r1.to(device, non_blocking=True).contiguous(memory_format=fmt)
                     r2 = r2.to(device, non_blocking=True).contiguous(memory_format=fmt)
                     total += plain_step(ref_forward, opt, r1, r2, bf16, tau).detach()
                 total.item()
 
-        def reference_model_only():  # its step alone on its threads: the reference with a loader that costs nothing
-            with torch_threads(ref_threads):
-                total = torch.zeros((), device=device)
-                for _ in range(stepper.steps_per_epoch):
-                    total += plain_step(ref_forward, opt, x1, x2, bf16, tau).detach()
-                total.item()
-
-        sides["reference (torchvision DataLoader)"] = reference
-        sides["reference, views precomputed"] = reference_model_only
+        sides["reference (torchvision DataLoader)"] = lambda: reference(loader)
+        # its step alone on its threads: the reference with a loader that costs nothing
+        sides["reference, views precomputed"] = lambda: reference(itertools.repeat((x1, x2), stepper.steps_per_epoch))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = alternate(sides, args.rounds, args.warmup, device)
