@@ -219,7 +219,11 @@ def augment_view(images, cfg, view: int, size: int, mean, std, colour=colour_ops
     """One augmented view of a uint8 batch [N, C, H, W] (on any device); cfg is the ``aug`` node, ``colour``
     ``colour_ops`` or its compiled form."""
     n, _, height, width = images.shape
-    p = draw_view(n, cfg, view, height, width, images.device)
+    return apply_view(images, draw_view(n, cfg, view, height, width, images.device), size, mean, std, colour)
+
+
+def apply_view(images, p: dict, size: int, mean, std, colour=colour_ops):
+    """The view that the parameters ``p`` of ``draw_view`` describe (no random numbers drawn)."""
     x = resized_crop_flip(images.float().div_(255), p["boxes"], p["flip"], size)
     return colour(x, p, mean, std)
 

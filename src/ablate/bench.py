@@ -255,8 +255,9 @@ def bench_step(cfg, data, device, args) -> dict:
         plain_step(stepper.forward, opt, x1, x2, bf16, 0.99)
 
     def runner():
-        for _ in range(args.steps):
-            stepper(batch)
+        with stepper.main_threads():
+            for _ in range(args.steps):
+                stepper(batch)
 
     def bare_loop():
         for _ in range(args.steps):
@@ -344,14 +345,16 @@ def bench_epoch(cfg, data, device, args) -> dict:
 
     def runner():
         running = torch.zeros(4, device=device)
-        for batch in stepper.epoch_batches(images):
-            running += stepper(batch)
+        with stepper.main_threads():
+            for batch in stepper.epoch_batches(images):
+                running += stepper(batch)
         running.tolist()  # one host read per epoch, as the runner's log interval allows
 
     def model_only():  # the same steps on one batch's views, precomputed: what the model alone costs an epoch
         running = torch.zeros(4, device=device)
-        for _ in range(stepper.steps_per_epoch):
-            running += stepper.update(x1, x2)
+        with stepper.main_threads():
+            for _ in range(stepper.steps_per_epoch):
+                running += stepper.update(x1, x2)
         running.tolist()
 
     sides = {"runner (device data + batched aug)": runner}
@@ -397,7 +400,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
            "runner_img_s": n_img / runner_s, "peak_mem_mb": peak_mb, "flops_per_step": flops_step,
            "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12, "precision": stepper.precision,
            "channels_last": fmt == torch.channels_last, "compile": bool(cfg.train.compile),
-           "compile_aug": stepper.compile_aug}
+           "compile_aug": stepper.compile_aug, "view_parallel": stepper.view_parallel}
     peak = peak_flops(host(), args.fma_units) if device.type == "cpu" else {}
     if peak.get("fp32_tflops") and not bf16:
         out.update(fp32_peak_tflops=peak["fp32_tflops"], peak_fraction=out["tflops"] / peak["fp32_tflops"])
@@ -426,8 +429,11 @@ def bench_epoch(cfg, data, device, args) -> dict:
 
 def profile_step(cfg, data, device, args, ops: bool = False) -> dict:
     """Median seconds per step, stage by stage (ablate.stages), of the runner built from ``cfg``; with ``ops``
-    on a CPU, by op class as well (``op_breakdown``)."""
+    on a CPU, by op class as well (``op_breakdown``). The stages are those of the sequential step
+    (``train.view_parallel=false``): split over two workers they overlap."""
     torch.manual_seed(cfg.seed)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.view_parallel = False
     model, stepper = build_runner(cfg, data, device)
     batch = data.ssl_x[: stepper.batch_size]
     x1, x2 = (v.contiguous(memory_format=stepper.mem_format) for v in two_views(batch, cfg.aug, cfg.data.image_size,

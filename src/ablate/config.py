@@ -175,6 +175,8 @@ def _check_training(cfg: DictConfig) -> None:
         raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
     if cfg.train.compile not in (True, False):
         raise ConfigError(f"train.compile={cfg.train.compile} must be true or false")
+    if cfg.train.get("view_parallel", False) not in ("auto", True, False):
+        raise ConfigError(f"train.view_parallel={cfg.train.view_parallel} must be auto, true or false")
     if cfg.train.compile_aug not in ("auto", True, False):
         raise ConfigError(f"train.compile_aug={cfg.train.compile_aug} must be auto, true or false")
     if cfg.checkpoint.keep not in KEEP:

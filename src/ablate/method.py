@@ -49,17 +49,20 @@ class JointEmbedding(nn.Module):
         """What the optimizer updates, by name (the EMA target is not trained)."""
         return {"online": self.online, "predictor": self.predictor}
 
+    def view(self, x):
+        """One view's online embedding z, prediction p (z without a predictor) and target t (z without an EMA
+        target), before stop-gradient. Views share no state but batch norm's running statistics."""
+        _, z = self.online(x)
+        with stage("heads"):
+            p = self.predictor(z) if self.predictor is not None else z
+        if self.target is None:
+            return z, p, z
+        with torch.no_grad(), stage("target"):  # the EMA copy never receives gradient, stop_grad or not
+            return z, p, self.target(x)[1]
+
     def branches(self, x1, x2):
         """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
-        _, z1 = self.online(x1)
-        _, z2 = self.online(x2)
-        with stage("heads"):
-            p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
-        if self.target is not None:
-            with torch.no_grad(), stage("target"):  # the EMA copy never receives gradient, stop_grad or not
-                t1, t2 = self.target(x1)[1], self.target(x2)[1]
-        else:
-            t1, t2 = z1, z2
+        (z1, p1, t1), (z2, p2, t2) = self.view(x1), self.view(x2)
         if self.stop_grad:
             t1, t2 = t1.detach(), t2.detach()
         return z1, z2, p1, p2, t1, t2

@@ -3,6 +3,7 @@
 A stage opened inside another is charged to the outer one (the EMA target's backbone counts as ``target``).
 """
 
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -38,7 +39,9 @@ _OFF = nullcontext()
 
 def stage(name: str):
     """Time the block as stage ``name`` while a profile records; otherwise a shared null context."""
-    return _OFF if _record is None or _open else _Timed(name)
+    if _record is None or _open or threading.current_thread() is not threading.main_thread():
+        return _OFF  # a view worker's stages (ablate.viewpar) overlap the main thread's: not timed
+    return _Timed(name)
 
 
 @contextmanager

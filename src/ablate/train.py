@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from . import dist as D
-from .augment import colour_ops, compiled_colour_ops, eval_view, two_views
+from .augment import apply_view, colour_ops, compiled_colour_ops, draw_view, eval_view, two_views
 from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
 from .config import TECHNIQUES, ConfigError, check_config, techniques
 from .data import FolderStream, load_data
@@ -39,6 +40,8 @@ from .precision import channels_last, compile_aug, deterministic_kernels, host, 
 from .rundir import upgrade_config
 from .stages import stage
 from .summary import SCHEMA, finished_summary, write_json, write_text
+from .viewpar import ViewWorkers
+from .viewpar import resolve as view_parallel
 
 log = logging.getLogger("ablate")
 
@@ -175,7 +178,16 @@ class Stepper:
             self.forward = torch.compile(self.forward)
         self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
         self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
+        split = view_parallel(cfg.train.get("view_parallel", False), device, model, bool(cfg.train.compile),
+                              self.compile_aug, self.world)
+        self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
+        self.view_parallel = split
         self.step, self.lr, self.tau = 0, None, None
+
+    def main_threads(self):
+        """Around a loop of steps: under ``train.view_parallel`` the main thread keeps a worker's thread count
+        (ablate.viewpar), also for the batch gathers between the steps."""
+        return self.workers.main_threads() if self.workers is not None else nullcontext()
 
     def epoch_batches(self, images):
         """A fresh permutation on the device, cut into full batches of uint8 images (this rank's slice of
@@ -193,6 +205,11 @@ class Stepper:
         return images[idx]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.workers is not None:  # both views' random parameters first, in the sequential step's order
+            n, _, height, width = images.shape
+            draws = [draw_view(n, self.cfg.aug, v, height, width, images.device) for v in (0, 1)]
+            return self.split_step(lambda v: apply_view(images, draws[v], self.size, self.mean, self.std,
+                                                        self.colour))
         with stage("aug"):
             views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
         return self.update(*views)
@@ -200,6 +217,8 @@ class Stepper:
     def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
         """The step on two given views (the distributed test feeds identical views to 1 and N processes), and
         their labels for the supervised baseline."""
+        if self.workers is not None:
+            return self.split_step(lambda v: (x1, x2)[v])
         cfg = self.cfg
         self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, cfg.optim.final_lr_frac)
         set_lr(self.opt, self.lr)
@@ -212,6 +231,47 @@ class Stepper:
         with stage("optimizer"):
             self.opt.step()
         self.tau = self.model.update_target(self.step, self.total)
+        self.step += 1
+        return terms
+
+
+    def split_step(self, view_input) -> torch.Tensor:
+        """``update`` with each view's pass on a worker of its own (``train.view_parallel``, ablate.viewpar):
+        ``view_input(v)`` is view v's input (augmented there when it augments). The loss's inputs are cut from
+        the two graphs, so the loss's backward stops at them and each worker sends their gradients through its
+        own view's graph."""
+        model, workers = self.model, self.workers
+        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, self.cfg.optim.final_lr_frac)
+        set_lr(self.opt, self.lr)
+        workers.replica.train(model.training)
+
+        def forward(v, net):
+            x = view_input(v).contiguous(memory_format=self.mem_format)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                return net.view(x)
+
+        with workers.main_threads():
+            outs = workers.map(forward)  # [(z, p, t) of view 1, of view 2]
+            cut = [[o.detach().requires_grad_() if o.requires_grad else o for o in zpt] for zpt in outs]
+            for (z, p, t), c in zip(outs, cut):  # the same tensor in two roles stays one leaf
+                c[1] = c[0] if p is z else c[1]
+                c[2] = c[0] if t is z else c[2]
+            (z1, p1, t1), (z2, p2, t2) = cut
+            if model.stop_grad:
+                t1, t2 = t1.detach(), t2.detach()
+            loss, terms = model.loss(z1, z2, p1, p2, t1, t2)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+
+            def backward(v, _):
+                pairs = {id(o): (o, c.grad) for o, c in zip(outs[v][:2], cut[v][:2]) if c.grad is not None}
+                if pairs:
+                    torch.autograd.backward(*zip(*pairs.values()))
+
+            workers.map(backward)
+            workers.merge_bn()  # after the backward passes, which check that the statistics they saved are unchanged
+            self.opt.step()
+            self.tau = model.update_target(self.step, self.total)
         self.step += 1
         return terms
 
@@ -440,15 +500,16 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
     stepper.model.train()
     running = torch.zeros(len(TERMS), device=stepper.device)
     count, diverged = 0, None
-    for s, batch in enumerate(stepper.epoch_batches(data.ssl_x)):
-        running += stepper(batch)
-        count += 1
-        if stepper.step % cfg.train.log_every == 0 or s == stepper.steps_per_epoch - 1:
-            mean_loss = (D.mean(running[0]) / count).item()  # the one host read per interval
-            if not math.isfinite(mean_loss):
-                diverged = mean_loss
-                break
-            progress.step(epoch, (s + 1) / stepper.steps_per_epoch, mean_loss)
+    with stepper.main_threads():
+        for s, batch in enumerate(stepper.epoch_batches(data.ssl_x)):
+            running += stepper(batch)
+            count += 1
+            if stepper.step % cfg.train.log_every == 0 or s == stepper.steps_per_epoch - 1:
+                mean_loss = (D.mean(running[0]) / count).item()  # the one host read per interval
+                if not math.isfinite(mean_loss):
+                    diverged = mean_loss
+                    break
+                progress.step(epoch, (s + 1) / stepper.steps_per_epoch, mean_loss)
     return dict(zip(TERMS, (D.mean(running) / max(count, 1)).tolist())), diverged
 
 
@@ -496,6 +557,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
         "compile": bool(cfg.train.compile), "compile_aug": stepper.compile_aug,
+        "view_parallel": stepper.view_parallel,
         "host": {k: v for k, v in host().items() if k != "loadavg"},
         "overrides": _overrides(), "choices": _choices(),
         "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run

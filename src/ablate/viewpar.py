@@ -1,0 +1,108 @@
+"""The two views of a CPU step on two workers at once (``train.view_parallel``).
+
+A joint-embedding step is two passes, one per view, that meet only in the loss. On a CPU the sequential step
+splits every op of both passes over one team of threads; here each view's augmentation, forward and backward
+run on a worker of their own, each with half the threads, and only the loss, the optimizer and the EMA update
+run between them. The computation is the sequential step's: the workers share the parameters, so the two views'
+gradients add up in them (two terms, so in either order to the bit), and batch norm's running statistics, which
+every forward in training mode updates, are merged in view order (``merge_bn``). Why and how much it pays:
+docs/performance.md.
+"""
+
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def shared_replica(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` that holds the original's parameters (so gradients and updates are shared) and
+    buffers of its own."""
+    replica = copy.deepcopy(module)
+    for mine, theirs in zip(replica.modules(), module.modules()):
+        for name, p in theirs._parameters.items():
+            mine._parameters[name] = p
+    return replica
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why ``model`` cannot take the split step, or None."""
+    if not hasattr(model, "view"):
+        return f"{type(model).__name__} has no per-view pass"
+    if any(m.momentum is None for m in model.modules() if isinstance(m, _BN) and m.track_running_stats):
+        return "a batch norm layer keeps a cumulative average (momentum None), which has no per-view merge"
+    return None
+
+
+def resolve(value, device: torch.device, model: nn.Module, compiled: bool, compiled_aug: bool,
+            processes: int) -> bool:
+    """``train.view_parallel``: ``auto`` splits the step on a CPU with at least two torch threads, in one process,
+    for a joint-embedding model in eager mode; ``true`` where it cannot run is a one-line error."""
+    if value not in ("auto", True, False):
+        raise ConfigError(f"train.view_parallel={value} is unknown; use auto, true or false")
+    if value is False:
+        return False
+    why = ("it runs on a CPU only" if device.type != "cpu"
+           else "it needs at least 2 torch threads" if torch.get_num_threads() < 2
+           else "train.compile=true compiles the whole step" if compiled
+           else "train.compile_aug=true: compiled colour ops are not called from two threads at once" if compiled_aug
+           else f"{processes} processes split the batch already" if processes > 1
+           else unsupported(model))
+    if why and value is True:
+        raise ConfigError(f"train.view_parallel=true cannot run here: {why}; use train.view_parallel=auto or false")
+    return why is None
+
+
+class ViewWorkers:
+    """Two persistent threads with ``threads`` torch threads each, and the replica the second view runs on."""
+
+    def __init__(self, model: nn.Module, threads: int):
+        self.model, self.replica, self.threads = model, shared_replica(model), threads
+        self.bns = [(a, b) for a, b in zip(model.modules(), self.replica.modules())
+                    if isinstance(a, _BN) and a.track_running_stats]
+        for _, b in self.bns:
+            b.momentum = 1.0  # the replica's running statistics become the second view's batch statistics
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="ablate-view")
+        ready = threading.Barrier(2)
+
+        def init(_):
+            torch.get_num_threads()  # torch sets a thread's count at its first parallel op: do that first
+            torch.set_num_threads(threads)
+            ready.wait()  # both workers, one call each
+
+        list(self.pool.map(init, range(2)))
+
+    def map(self, fn) -> list:
+        """[fn(0, model), fn(1, replica)], run at once; an exception in either is raised here."""
+        futures = [self.pool.submit(fn, 0, self.model), self.pool.submit(fn, 1, self.replica)]
+        return [f.result() for f in futures]
+
+    @torch.no_grad()
+    def merge_bn(self) -> None:
+        """running <- (1 - m) running + m batch_2 for every batch norm: the second view's update applied after the
+        first's, as two forwards in turn apply them (``nn.BatchNorm``'s running-average rule; the replica ran with
+        momentum 1, so its running statistics are the second view's batch mean and unbiased variance)."""
+        for m in {a.momentum for a, _ in self.bns}:  # one multi-tensor op per momentum, not five ops per layer
+            pairs = [(a, b) for a, b in self.bns if a.momentum == m]
+            mine = [t for a, _ in pairs for t in (a.running_mean, a.running_var)]
+            torch._foreach_mul_(mine, 1 - m)
+            torch._foreach_add_(mine, [t for _, b in pairs for t in (b.running_mean, b.running_var)], alpha=m)
+            torch._foreach_add_([a.num_batches_tracked for a, _ in pairs], 1)
+
+    @contextmanager
+    def main_threads(self):
+        """The main thread's own ops (loss, optimizer, EMA) on as many threads as a worker: a bigger team's idle
+        threads would spin beside the workers and slow them."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
