@@ -219,9 +219,7 @@ class Stepper:
         their labels for the supervised baseline."""
         if self.workers is not None:
             return self.split_step(lambda v: (x1, x2)[v])
-        cfg = self.cfg
-        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, cfg.optim.final_lr_frac)
-        set_lr(self.opt, self.lr)
+        self.schedule()
         x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, terms = self.forward(x1, x2, *labels)
@@ -234,6 +232,10 @@ class Stepper:
         self.step += 1
         return terms
 
+    def schedule(self) -> None:
+        """This step's learning rate: linear warmup, then cosine."""
+        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, self.cfg.optim.final_lr_frac)
+        set_lr(self.opt, self.lr)
 
     def split_step(self, view_input) -> torch.Tensor:
         """``update`` with each view's pass on a worker of its own (``train.view_parallel``, ablate.viewpar):
@@ -241,8 +243,7 @@ class Stepper:
         the two graphs, so the loss's backward stops at them and each worker sends their gradients through its
         own view's graph."""
         model, workers = self.model, self.workers
-        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, self.cfg.optim.final_lr_frac)
-        set_lr(self.opt, self.lr)
+        self.schedule()
         workers.replica.train(model.training)
 
         def forward(v, net):
