@@ -127,6 +127,26 @@ def test_a_run_stored_before_compile_aug_existed_reads_as_eager(cfg_factory):
     assert _config_diff(upgrade_config(stored()), compiled) == ["train.compile_aug: False -> True"]
 
 
+def test_the_views_schedule_does_not_make_another_config(cfg_factory):
+    """A run made with the views in turn (or before train.view_parallel existed) is the same config as one with
+    them in parallel: finished, it is skipped; unfinished, it resumes."""
+    from ablate.rundir import upgrade_config
+    from ablate.train import _config_diff, _resumable_config
+
+    def stored(keep_switch=True):  # as a checkpoint of a run with the views in turn stores its config
+        c = OmegaConf.to_container(cfg_factory("+method=simsiam", *TINY, "train.view_parallel=false"), resolve=True)
+        c.pop("logger"), c.pop("checkpoint")
+        if not keep_switch:  # written before the switch existed
+            del c["train"]["view_parallel"]
+        return c
+
+    new = _resumable_config(cfg_factory("+method=simsiam", *TINY))
+    assert _config_diff(upgrade_config(stored()), new) == []
+    assert _config_diff(upgrade_config(stored(keep_switch=False)), new) == []
+    other = _resumable_config(cfg_factory("+method=simsiam", *TINY, "train.epochs=2"))
+    assert _config_diff(upgrade_config(stored()), other) == ["train.epochs: 1 -> 2"]
+
+
 BAD = [
     ("eval.linear.epochs=0", "eval.linear.epochs=0 must be an integer >= 1"),
     ("eval.knn_k=0", "eval.knn_k=0 must be an integer >= 1"),

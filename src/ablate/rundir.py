@@ -97,6 +97,7 @@ def upgrade_config(config: dict) -> dict:
         config["stop_grad"].pop("branch", None)
     if isinstance(config.get("train"), dict):
         config["train"].setdefault("compile_aug", False)  # augmentation was eager before the switch existed
+        config["train"].pop("view_parallel", None)  # scheduling, not what is trained (train._resumable_config)
     return config
 
 

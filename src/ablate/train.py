@@ -104,11 +104,12 @@ def _config_diff(a, b, prefix="") -> list[str]:
 
 
 def _resumable_config(cfg) -> dict:
-    """The config a checkpoint must match; where logs go does not change what is trained."""
+    """The config a checkpoint must match; where logs go does not change what is trained, nor does how a CPU
+    step is scheduled (``train.view_parallel``, which like the thread count changes only the rounding)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     c.pop("logger", None)
     c.pop("checkpoint", None)
-    return c
+    return upgrade_config(c)
 
 
 @torch.no_grad()
