@@ -277,7 +277,8 @@ def bench_step(cfg, data, device, args) -> dict:
     r, b, b0 = med["runner (Stepper)"], med["bare loop"], med["bare loop, views precomputed"]
     return {"bench": "step", "method": cfg.method.name, "batch": len(batch), "steps": args.steps,
             "runner_step_s": r / args.steps, "bare_step_s": b / args.steps, "overhead_vs_bare": r / b,
-            "overhead_vs_bare_no_aug": r / b0, "aug_share_of_step": max(0.0, (b - b0) / b)}
+            "overhead_vs_bare_no_aug": r / b0, "aug_share_of_step": max(0.0, (b - b0) / b),
+            "view_parallel": stepper.view_parallel}
 
 
 def flop_counts(model, x1, x2) -> dict[str, float]:
