@@ -182,8 +182,12 @@ class Stepper:
         split = view_parallel(cfg.train.get("view_parallel", False), device, model, bool(cfg.train.compile),
                               self.compile_aug, self.world)
         self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
-        self.view_parallel = split
         self.step, self.lr, self.tau = 0, None, None
+
+    @property
+    def view_parallel(self) -> bool:
+        """Whether each view's pass runs on a worker of its own (``train.view_parallel`` resolved)."""
+        return self.workers is not None
 
     def main_threads(self):
         """Around a loop of steps: under ``train.view_parallel`` the main thread keeps a worker's thread count

@@ -65,10 +65,17 @@ class ViewWorkers:
 
     def __init__(self, model: nn.Module, threads: int):
         self.model, self.replica, self.threads = model, shared_replica(model), threads
-        self.bns = [(a, b) for a, b in zip(model.modules(), self.replica.modules())
-                    if isinstance(a, _BN) and a.track_running_stats]
-        for _, b in self.bns:
+        bns = [(a, b) for a, b in zip(model.modules(), self.replica.modules())
+               if isinstance(a, _BN) and a.track_running_stats]
+        for _, b in bns:
             b.momentum = 1.0  # the replica's running statistics become the second view's batch statistics
+        # merge_bn's operands, grouped by momentum once: one multi-tensor op per group, not five ops per layer
+        self.bn_groups = []
+        for m in sorted({a.momentum for a, _ in bns}):
+            pairs = [(a, b) for a, b in bns if a.momentum == m]
+            self.bn_groups.append((m, [t for a, _ in pairs for t in (a.running_mean, a.running_var)],
+                                   [t for _, b in pairs for t in (b.running_mean, b.running_var)],
+                                   [a.num_batches_tracked for a, _ in pairs]))
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="ablate-view")
         ready = threading.Barrier(2)
 
@@ -89,12 +96,10 @@ class ViewWorkers:
         """running <- (1 - m) running + m batch_2 for every batch norm: the second view's update applied after the
         first's, as two forwards in turn apply them (``nn.BatchNorm``'s running-average rule; the replica ran with
         momentum 1, so its running statistics are the second view's batch mean and unbiased variance)."""
-        for m in {a.momentum for a, _ in self.bns}:  # one multi-tensor op per momentum, not five ops per layer
-            pairs = [(a, b) for a, b in self.bns if a.momentum == m]
-            mine = [t for a, _ in pairs for t in (a.running_mean, a.running_var)]
+        for m, mine, second, counts in self.bn_groups:
             torch._foreach_mul_(mine, 1 - m)
-            torch._foreach_add_(mine, [t for _, b in pairs for t in (b.running_mean, b.running_var)], alpha=m)
-            torch._foreach_add_([a.num_batches_tracked for a, _ in pairs], 1)
+            torch._foreach_add_(mine, second, alpha=m)
+            torch._foreach_add_(counts, 1)
 
     @contextmanager
     def main_threads(self):
