@@ -2,9 +2,10 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ablate.ema import cosine_tau, make_target, update_momentum
-from ablate.optim import LARS, lr_at
+from ablate.optim import LARS, build_optimizer, lr_at
 
 
 def test_cosine_tau_schedule_values():
@@ -47,3 +48,22 @@ def test_lars_step_matches_official_formula_and_skips_excluded():
     q = 0.02 * 5 / dp.norm()
     assert w.detach().tolist() == pytest.approx((torch.tensor([3.0, 4.0]) - 0.1 * q * dp).tolist())
     assert b.item() == pytest.approx(1.0 - 0.1 * 2.0)  # plain momentum SGD, no wd, no adaptation
+
+
+def test_sgd_is_fused_on_a_cpu_and_gives_the_bits_of_torch_per_tensor_sgd():
+    torch.manual_seed(0)
+    shapes = [(16, 3, 3, 3), (16,), (64, 32)]
+    params = [[torch.randn(s, requires_grad=True) for s in shapes] for _ in range(2)]
+    for p, q in zip(*params):
+        q.data.copy_(p.data)
+    cfg = OmegaConf.create(dict(name="sgd", momentum=0.9, weight_decay=1e-4))
+    fused = build_optimizer([dict(params=params[0], weight_decay=1e-4)], cfg, lr=0.05)
+    plain = torch.optim.SGD([dict(params=params[1], weight_decay=1e-4)], lr=0.05, momentum=0.9, foreach=False)
+    assert fused.defaults["fused"]
+    for _ in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        for opt, ps in ((fused, params[0]), (plain, params[1])):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(*params))
