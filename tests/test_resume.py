@@ -20,10 +20,10 @@ KILLER = """
 import os, signal, sys
 from ablate import train as T
 call = T.Stepper.__call__
-def killing_call(self, images):
+def killing_call(self, *args):
     if self.step == int(os.environ["KILL_AT_STEP"]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return call(self, images)
+    return call(self, *args)
 T.Stepper.__call__ = killing_call
 sys.argv = ["ablate", *sys.argv[1:]]
 from ablate.cli import main

@@ -9,7 +9,7 @@ from ablate import viewpar
 from ablate.bench import torch_threads
 from ablate.config import ConfigError, check_config
 from ablate.data import load_data
-from ablate.train import build_runner
+from ablate.train import build_runner, lookahead
 
 CPU = torch.device("cpu")
 
@@ -35,15 +35,16 @@ def test_merge_bn_gives_the_running_statistics_of_two_forwards_in_turn():
     assert workers.replica.weight is bn.weight and workers.replica.running_mean is not bn.running_mean
 
 
-def _step(cfg_factory, method, split, *overrides, steps=1):
+def _step(cfg_factory, method, split, *overrides, steps=1, ahead=False):
     cfg = cfg_factory(f"+method={method}", *TINY, "train.precision=fp32", f"train.view_parallel={split}",
                       *overrides)
     data = load_data(cfg.data, cfg.eval, cfg.seed)
     torch.manual_seed(cfg.seed)
     model, stepper = build_runner(cfg, data, CPU)
     assert stepper.view_parallel is split
-    for s in range(steps):
-        terms = stepper(data.ssl_x[s * stepper.batch_size:(s + 1) * stepper.batch_size])
+    batches = [data.ssl_x[s * stepper.batch_size:(s + 1) * stepper.batch_size] for s in range(steps)]
+    for batch, upcoming in lookahead(batches) if ahead else ((b, None) for b in batches):
+        terms = stepper(batch, upcoming)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return terms, grads, {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -69,6 +70,26 @@ def test_the_split_step_repeats_to_the_bit(cfg_factory):
         b = _step(cfg_factory, "byol", True, "var=hinge", steps=3)
     assert torch.equal(a[0], b[0])
     assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def test_augmenting_the_next_batch_ahead_changes_no_bit(cfg_factory):
+    with torch_threads(2):
+        a = _step(cfg_factory, "simsiam", True, steps=3)
+        b = _step(cfg_factory, "simsiam", True, steps=3, ahead=True)
+    # the same draws in the same order, so the same views: every bit of the loss, gradients and state
+    assert torch.equal(a[0], b[0]) and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+    assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
+
+
+def test_a_batch_other_than_the_announced_one_is_refused(cfg_factory):
+    cfg = cfg_factory("+method=simsiam", *TINY, "train.view_parallel=true")
+    data = load_data(cfg.data, cfg.eval, cfg.seed)
+    with torch_threads(2):
+        _, stepper = build_runner(cfg, data, CPU)
+        x = data.ssl_x[:stepper.batch_size]
+        stepper(x, x.clone())
+        with pytest.raises(RuntimeError, match="other than the upcoming one"):
+            stepper(x)
 
 
 def test_where_it_cannot_run_auto_is_off_and_true_is_a_one_line_error(cfg_factory):

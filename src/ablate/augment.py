@@ -9,6 +9,7 @@ Images enter as uint8 [N, C, H, W] and leave as normalized float [N, C, S, S].
 import functools
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +21,30 @@ def _u(n, lo, hi, device):
     return torch.empty(n, device=device).uniform_(lo, hi)
 
 
-def crop_boxes(n, height, width, scale, ratio, device, attempts: int = 10):
-    """RandomResizedCrop.get_params for n images at once: up to ``attempts`` draws of (area, log-ratio)
-    per image, the first that fits is kept, else the centre crop at the clamped ratio. Returns (i, j, h, w)
-    as float tensors (top, left, height, width in pixels)."""
-    area = height * width
-    target = area * _u(n * attempts, scale[0], scale[1], device).view(n, attempts)
+class CropDraws(NamedTuple):
+    """The random numbers of ``crop_boxes`` for n images, in the order it draws them: ``attempts`` (area
+    fraction, log aspect ratio) pairs per image and two uniforms that place the box."""
+    area: torch.Tensor       # [n, attempts], uniform in the scale range
+    log_ratio: torch.Tensor  # [n, attempts], uniform in the log ratio range
+    top: torch.Tensor        # [n], uniform in [0, 1)
+    left: torch.Tensor       # [n]
+    ratio: tuple             # the ratio range, for the fallback box
+
+
+def crop_draws(n, scale, ratio, device, attempts: int = 10) -> CropDraws:
+    """Every random number ``crop_boxes`` needs, drawn now; the arithmetic waits for ``boxes_from``."""
+    area = _u(n * attempts, scale[0], scale[1], device).view(n, attempts)
     log_r = _u(n * attempts, math.log(ratio[0]), math.log(ratio[1]), device).view(n, attempts)
-    aspect = torch.exp(log_r)
+    return CropDraws(area, log_r, torch.rand(n, device=device), torch.rand(n, device=device), tuple(ratio))
+
+
+def boxes_from(d: CropDraws, height: int, width: int):
+    """RandomResizedCrop.get_params on the draws ``d``: of each image's attempts the first that fits is kept,
+    else the centre crop at the clamped ratio. Returns (i, j, h, w) as float tensors (top, left, height,
+    width in pixels)."""
+    ratio = d.ratio
+    target = (height * width) * d.area
+    aspect = torch.exp(d.log_ratio)
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -45,11 +62,16 @@ def crop_boxes(n, height, width, scale, ratio, device, attempts: int = 10):
     w = torch.where(found, w, torch.full_like(w, fw))
     h = torch.where(found, h, torch.full_like(h, fh))
     # torch.randint(0, H - h + 1) per sample
-    i = torch.floor(torch.rand(n, device=device) * (height - h + 1))
-    j = torch.floor(torch.rand(n, device=device) * (width - w + 1))
+    i = torch.floor(d.top * (height - h + 1))
+    j = torch.floor(d.left * (width - w + 1))
     i = torch.where(found, i, torch.div(height - h, 2, rounding_mode="floor"))
     j = torch.where(found, j, torch.div(width - w, 2, rounding_mode="floor"))
     return i, j, h, w
+
+
+def crop_boxes(n, height, width, scale, ratio, device, attempts: int = 10):
+    """RandomResizedCrop.get_params for n images at once (``boxes_from`` of fresh ``crop_draws``)."""
+    return boxes_from(crop_draws(n, scale, ratio, device, attempts), height, width)
 
 
 def crop_grid(boxes, flip, height: int, width: int, size: int, dtype=torch.float32):
@@ -170,10 +192,11 @@ def gaussian_blur(x, sigma, apply, kernel_size: int):
     return _pick(x, y.view(n, ch, hgt, wid), apply)
 
 
-def draw_view(n: int, cfg, view: int, height: int, width: int, device) -> dict:
-    """Every random parameter of one view of n images, drawn in one fixed order (the pixel ops draw none, so
-    eager and compiled ops see the same draws)."""
-    p = {"boxes": crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, device),
+def draw_view(n: int, cfg, view: int, device) -> dict:
+    """Every random number of one view of n images, drawn in one fixed order (the pixel ops draw none, so
+    eager and compiled ops see the same draws). Only the draws happen here: ``apply_view`` does the
+    arithmetic, so a caller can draw in order on one thread and augment on others."""
+    p = {"crop": crop_draws(n, cfg.crop_scale, cfg.crop_ratio, device),
          "flip": torch.rand(n, device=device) < cfg.flip_p}
     if cfg.jitter_p > 0:
         p["jitter"] = jitter_factors(n, cfg, device)
@@ -218,13 +241,13 @@ def compiled_colour_ops():
 def augment_view(images, cfg, view: int, size: int, mean, std, colour=colour_ops):
     """One augmented view of a uint8 batch [N, C, H, W] (on any device); cfg is the ``aug`` node, ``colour``
     ``colour_ops`` or its compiled form."""
-    n, _, height, width = images.shape
-    return apply_view(images, draw_view(n, cfg, view, height, width, images.device), size, mean, std, colour)
+    return apply_view(images, draw_view(len(images), cfg, view, images.device), size, mean, std, colour)
 
 
 def apply_view(images, p: dict, size: int, mean, std, colour=colour_ops):
     """The view that the parameters ``p`` of ``draw_view`` describe (no random numbers drawn)."""
-    x = resized_crop_flip(images.float().div_(255), p["boxes"], p["flip"], size)
+    boxes = boxes_from(p["crop"], images.shape[2], images.shape[3])
+    x = resized_crop_flip(images.float().div_(255), boxes, p["flip"], size)
     return colour(x, p, mean, std)
 
 

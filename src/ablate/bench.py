@@ -45,7 +45,7 @@ from .dist import pick_device
 from .ema import cosine_tau, update_momentum
 from .precision import host, peak_flops
 from .stages import STAGES, recording
-from .train import build_runner, optimizer_for
+from .train import build_runner, lookahead, optimizer_for
 
 
 def compose_cfg(method: str, overrides: list[str]):
@@ -254,10 +254,10 @@ def bench_step(cfg, data, device, args) -> dict:
     def bare(x1, x2):  # through the runner's forward: compiled too under train.compile
         plain_step(stepper.forward, opt, x1, x2, bf16, 0.99)
 
-    def runner():
+    def runner():  # as the training loop: each step told the next one's batch
         with stepper.main_threads():
-            for _ in range(args.steps):
-                stepper(batch)
+            for i in range(args.steps):
+                stepper(batch, batch if i < args.steps - 1 else None)
 
     def bare_loop():
         for _ in range(args.steps):
@@ -347,8 +347,8 @@ def bench_epoch(cfg, data, device, args) -> dict:
     def runner():
         running = torch.zeros(4, device=device)
         with stepper.main_threads():
-            for batch in stepper.epoch_batches(images):
-                running += stepper(batch)
+            for batch, upcoming in lookahead(stepper.epoch_batches(images)):
+                running += stepper(batch, upcoming)
         running.tolist()  # one host read per epoch, as the runner's log interval allows
 
     def model_only():  # the same steps on one batch's views, precomputed: what the model alone costs an epoch

@@ -183,6 +183,7 @@ class Stepper:
                               self.compile_aug, self.world)
         self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
         self.step, self.lr, self.tau = 0, None, None
+        self.queued = None  # (upcoming batch, its views' futures) under train.view_parallel
 
     @property
     def view_parallel(self) -> bool:
@@ -209,15 +210,25 @@ class Stepper:
     def batch(self, images, idx):
         return images[idx]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.workers is not None:  # both views' random parameters first, in the sequential step's order
-            n, _, height, width = images.shape
-            draws = [draw_view(n, self.cfg.aug, v, height, width, images.device) for v in (0, 1)]
-            return self.split_step(lambda v: apply_view(images, draws[v], self.size, self.mean, self.std,
-                                                        self.colour))
+    def __call__(self, images: torch.Tensor, upcoming: torch.Tensor | None = None) -> torch.Tensor:
+        """One step on a uint8 batch. ``upcoming``, the batch of the next call when the caller knows it
+        (``lookahead``), lets the split step augment its views while this step's optimizer runs."""
+        if self.workers is not None:
+            queued, self.queued = self.queued, None
+            if queued is not None and queued[0] is not images:
+                raise RuntimeError("Stepper called with a batch other than the upcoming one it was given, whose "
+                                   "random parameters are drawn already")
+            views = queued[1] if queued is not None else self.workers.submit(self.augmenter(images))
+            return self.split_step(lambda v: views[v].result(), upcoming)
         with stage("aug"):
             views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
         return self.update(*views)
+
+    def augmenter(self, images: torch.Tensor):
+        """Both views' random parameters drawn now, in the sequential step's order; the returned ``fn(v, _)``
+        augments view v from them (on its worker)."""
+        draws = [draw_view(len(images), self.cfg.aug, v, images.device) for v in (0, 1)]
+        return lambda v, _: apply_view(images, draws[v], self.size, self.mean, self.std, self.colour)
 
     def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
         """The step on two given views (the distributed test feeds identical views to 1 and N processes), and
@@ -242,11 +253,13 @@ class Stepper:
         self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, self.cfg.optim.final_lr_frac)
         set_lr(self.opt, self.lr)
 
-    def split_step(self, view_input) -> torch.Tensor:
+    def split_step(self, view_input, upcoming: torch.Tensor | None = None) -> torch.Tensor:
         """``update`` with each view's pass on a worker of its own (``train.view_parallel``, ablate.viewpar):
         ``view_input(v)`` is view v's input (augmented there when it augments). The loss's inputs are cut from
         the two graphs, so the loss's backward stops at them and each worker sends their gradients through its
-        own view's graph."""
+        own view's graph. With ``upcoming``, the next step's parameters are drawn after this step's (their
+        sequential order) and each worker augments its view of it right after its backward pass, while the
+        main thread merges the statistics and steps the optimizer."""
         model, workers = self.model, self.workers
         self.schedule()
         workers.replica.train(model.training)
@@ -274,12 +287,26 @@ class Stepper:
                 if pairs:
                     torch.autograd.backward(*zip(*pairs.values()))
 
-            workers.map(backward)
+            done = workers.submit(backward)
+            if upcoming is not None:
+                self.queued = (upcoming, workers.submit(self.augmenter(upcoming)))
+            for f in done:
+                f.result()
             workers.merge_bn()  # after the backward passes, which check that the statistics they saved are unchanged
             self.opt.step()
             self.tau = model.update_target(self.step, self.total)
         self.step += 1
         return terms
+
+
+def lookahead(batches):
+    """(batch, the next batch or None) pairs, for ``Stepper.__call__``'s ``upcoming``."""
+    it = iter(batches)
+    batch = next(it, None)
+    while batch is not None:
+        upcoming = next(it, None)
+        yield batch, upcoming
+        batch = upcoming
 
 
 class SupervisedStepper(Stepper):
@@ -296,7 +323,7 @@ class SupervisedStepper(Stepper):
     def batch(self, images, idx):
         return images[idx], self.labels[idx]
 
-    def __call__(self, batch) -> torch.Tensor:
+    def __call__(self, batch, upcoming=None) -> torch.Tensor:
         images, labels = batch
         with stage("aug"):
             views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
@@ -507,8 +534,8 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
     running = torch.zeros(len(TERMS), device=stepper.device)
     count, diverged = 0, None
     with stepper.main_threads():
-        for s, batch in enumerate(stepper.epoch_batches(data.ssl_x)):
-            running += stepper(batch)
+        for s, (batch, upcoming) in enumerate(lookahead(stepper.epoch_batches(data.ssl_x))):
+            running += stepper(batch, upcoming)
             count += 1
             if stepper.step % cfg.train.log_every == 0 or s == stepper.steps_per_epoch - 1:
                 mean_loss = (D.mean(running[0]) / count).item()  # the one host read per interval

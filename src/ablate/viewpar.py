@@ -10,8 +10,7 @@ docs/performance.md.
 """
 
 import copy
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -61,7 +60,8 @@ def resolve(value, device: torch.device, model: nn.Module, compiled: bool, compi
 
 
 class ViewWorkers:
-    """Two persistent threads with ``threads`` torch threads each, and the replica the second view runs on."""
+    """Two persistent threads with ``threads`` torch threads each, one per view (view v's tasks run on thread v,
+    in the order they are submitted), and the replica the second view runs on."""
 
     def __init__(self, model: nn.Module, threads: int):
         self.model, self.replica, self.threads = model, shared_replica(model), threads
@@ -76,20 +76,22 @@ class ViewWorkers:
             self.bn_groups.append((m, [t for a, _ in pairs for t in (a.running_mean, a.running_var)],
                                    [t for _, b in pairs for t in (b.running_mean, b.running_var)],
                                    [a.num_batches_tracked for a, _ in pairs]))
-        self.pool = ThreadPoolExecutor(2, thread_name_prefix="ablate-view")
-        ready = threading.Barrier(2)
+        self.pools = [ThreadPoolExecutor(1, thread_name_prefix=f"ablate-view{v}") for v in (0, 1)]
 
-        def init(_):
+        def init():
             torch.get_num_threads()  # torch sets a thread's count at its first parallel op: do that first
             torch.set_num_threads(threads)
-            ready.wait()  # both workers, one call each
 
-        list(self.pool.map(init, range(2)))
+        for f in [pool.submit(init) for pool in self.pools]:
+            f.result()
+
+    def submit(self, fn) -> list[Future]:
+        """[fn(0, model), fn(1, replica)] queued on the views' threads; their futures."""
+        return [pool.submit(fn, v, net) for v, (pool, net) in enumerate(zip(self.pools, (self.model, self.replica)))]
 
     def map(self, fn) -> list:
-        """[fn(0, model), fn(1, replica)], run at once; an exception in either is raised here."""
-        futures = [self.pool.submit(fn, 0, self.model), self.pool.submit(fn, 1, self.replica)]
-        return [f.result() for f in futures]
+        """``submit``, then wait: the two results; an exception in either is raised here."""
+        return [f.result() for f in self.submit(fn)]
 
     @torch.no_grad()
     def merge_bn(self) -> None:
