@@ -5,8 +5,9 @@ splits every op of both passes over one team of threads; here each view's augmen
 run on a worker of their own, each with half the threads, and only the loss, the optimizer and the EMA update
 run between them. The computation is the sequential step's: the workers share the parameters, so the two views'
 gradients add up in them (two terms, so in either order to the bit), and batch norm's running statistics, which
-every forward in training mode updates, are merged in view order (``merge_bn``). Why and how much it pays:
-docs/performance.md.
+every forward in training mode updates, are merged in view order (``merge_bn``). Given the next batch, each
+worker augments its view of it while the main thread steps the optimizer (``Stepper.split_step``). Why and how
+much it pays: docs/performance.md.
 """
 
 import copy
