@@ -367,7 +367,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
                                     shuffle=True, drop_last=True)
 
         tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
-        ref_forward = torch.compile(ref_model) if cfg.train.compile else ref_model  # as the runner's step
+        ref_forward = torch.compile(ref_model) if stepper.compile else ref_model  # as the runner's step
 
         def reference(batches):
             with torch_threads(ref_threads):
@@ -400,7 +400,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
            "device": dev_name, "images": n_img, "batch": stepper.batch_size, "epoch_s": runner_s,
            "runner_img_s": n_img / runner_s, "peak_mem_mb": peak_mb, "flops_per_step": flops_step,
            "tflops": flops_step * stepper.steps_per_epoch / runner_s / 1e12, "precision": stepper.precision,
-           "channels_last": fmt == torch.channels_last, "compile": bool(cfg.train.compile),
+           "channels_last": fmt == torch.channels_last, "compile": stepper.compile,
            "compile_aug": stepper.compile_aug, "view_parallel": stepper.view_parallel}
     peak = peak_flops(host(), args.fma_units) if device.type == "cpu" else {}
     if peak.get("fp32_tflops") and not bf16:

@@ -175,11 +175,12 @@ class Stepper:
 
             self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
                                                    find_unused_parameters=isinstance(model, Baseline))  # projector
-        if cfg.train.compile:
+        self.compile = bool(cfg.train.compile)
+        if self.compile:
             self.forward = torch.compile(self.forward)
         self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
         self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
-        split = view_parallel(cfg.train.get("view_parallel", False), device, model, bool(cfg.train.compile),
+        split = view_parallel(cfg.train.get("view_parallel", False), device, model, self.compile,
                               self.compile_aug, self.world)
         self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
         self.step, self.lr, self.tau = 0, None, None
@@ -589,7 +590,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
         "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
-        "compile": bool(cfg.train.compile), "compile_aug": stepper.compile_aug,
+        "compile": stepper.compile, "compile_aug": stepper.compile_aug,
         "view_parallel": stepper.view_parallel,
         "host": {k: v for k, v in host().items() if k != "loadavg"},
         "overrides": _overrides(), "choices": _choices(),
