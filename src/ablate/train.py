@@ -2,6 +2,7 @@
 every switch, is ``method.py``; the run summary's schema is ``summary.py``."""
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -302,12 +303,7 @@ class Stepper:
 
 def lookahead(batches):
     """(batch, the next batch or None) pairs, for ``Stepper.__call__``'s ``upcoming``."""
-    it = iter(batches)
-    batch = next(it, None)
-    while batch is not None:
-        upcoming = next(it, None)
-        yield batch, upcoming
-        batch = upcoming
+    return itertools.pairwise(itertools.chain(batches, [None]))
 
 
 class SupervisedStepper(Stepper):
