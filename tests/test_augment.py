@@ -67,14 +67,17 @@ def test_color_jitter_equals_torchvision_per_image():
     x = torch.rand(12, 3, 8, 8)
     b, c, s, h, order = jitter_factors(12, AUG, "cpu")
     apply = torch.rand(12) < 0.7
-    ours = color_jitter(x, (b, c, s, h, order), apply)
-    for n in range(12):
-        y = x[n]
-        if apply[n]:
+    for subset in (True, False):
+        ours = color_jitter(x, (b, c, s, h, order), apply, subset)
+        for n in range(12):
+            if not apply[n]:  # RandomApply skips ColorJitter altogether: not even the HSV round trip
+                assert torch.equal(ours[n], x[n])
+                continue
+            y = x[n]
             for op in order[n].tolist():
                 y = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue][op](
                     y, float([b, c, s, h][op][n]))
-        assert torch.allclose(ours[n], y, atol=1e-4)
+            assert torch.allclose(ours[n], y, atol=1e-4)
 
 
 def test_hue_matches_torchvision():

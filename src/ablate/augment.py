@@ -109,9 +109,10 @@ def _pick(x, y, mask):
     return torch.addcmul(x * (1 - m), y, m)
 
 
-def adjust_hue(x, shift):
+def adjust_hue(x, shift, out=None):
     """Rotate hue by ``shift`` (fraction of a turn, per sample) through HSV, as torchvision's adjust_hue.
-    Written with few full-size kernels: on CPU, torch.where and max(dim) cost several times an add."""
+    Written with few full-size kernels: on CPU, torch.where and max(dim) cost several times an add. ``out``
+    may be ``x`` itself (it is read before the result is written)."""
     r, g, b = x.unbind(1)
     maxc, minc = x.amax(1), x.amin(1)
     delta = maxc - minc
@@ -124,7 +125,7 @@ def adjust_hue(x, shift):
     k = (h.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1))
     k = k.remainder_(6.0)
     k = torch.minimum(k, 4.0 - k).clamp_(0, 1)
-    return torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), k, value=-1.0)
+    return torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), k, value=-1.0, out=out)
 
 
 def jitter_factors(n, cfg, device):
@@ -138,45 +139,68 @@ def jitter_factors(n, cfg, device):
     return b, c, s, h, order
 
 
-def _blend(y, f, op):
+def _blend(y, f, op, out=None):
     """clamp(f y + (1 - f) target) per sample: target black (op 0, brightness), the image's mean grey (op 1,
-    contrast) or the pixel's grey (op 2, saturation)."""
+    contrast) or the pixel's grey (op 2, saturation). ``out`` may be ``y`` itself."""
     gray = _gray(y)
     a = ((1 - f) * (op == 2)).view(-1, 1, 1, 1)                                          # saturation: pixel grey
     c = ((1 - f) * (op == 1)).view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)  # contrast
-    return torch.addcmul(torch.addcmul(c, a, gray), f.view(-1, 1, 1, 1), y).clamp_(0, 1)
+    return torch.addcmul(torch.addcmul(c, a, gray), f.view(-1, 1, 1, 1), y, out=out).clamp_(0, 1)
 
 
 def color_jitter(x, factors, apply, subset: bool | None = None):
     """Brightness, contrast, saturation and hue in each sample's own random order (torchvision's
-    ColorJitter). Brightness, contrast and saturation are each a clamped blend f * x + (1 - f) * target with
-    target black, the mean grey level or the per-pixel grey, so one blend per position in the order serves
-    all three: clamp(f x + a grey + c) with per-sample a and c. Hue, the costly op, runs once between the
-    blends before and after it. ``subset`` (default: on a CPU) computes each blend only on the samples it
-    changes, with the same result to the bit."""
+    ColorJitter), on the samples where ``apply`` is set; the others come back unchanged. Brightness, contrast
+    and saturation are each a clamped blend f * x + (1 - f) * target with target black, the mean grey level
+    or the per-pixel grey, so one blend per position in the order serves all three: clamp(f x + a grey + c)
+    with per-sample a and c. Hue, the costly op, runs once between the blends before and after it.
+    ``subset`` (default: on a CPU) computes each op only on the samples it changes (``_jitter_rows``), with
+    the same result to the bit."""
     b, c, s, h, order = factors
-    one = torch.ones_like(b)
-    fac = torch.stack([b, c, s, one], 1)
+    fac = torch.stack([b, c, s, torch.ones_like(b)], 1)
     hue_at = (order == 3).float().argmax(1)
-    if subset is None:  # gathering the samples a blend changes syncs a GPU; on a CPU it pays
+    if subset is None:  # finding the samples an op changes syncs a GPU; on a CPU it pays
         subset = x.device.type == "cpu"
+    if subset:
+        return _jitter_rows(x, fac, order, hue_at, h, apply)
 
     def blend(y, step, active):
         op = order[:, step]
-        active = active & (op != 3) & apply  # elsewhere the blend is the identity (f = 1): y exactly
         f = fac.gather(1, op.view(-1, 1)).squeeze(1)
-        if subset:
-            idx = active.nonzero().squeeze(1)  # y is this function's own tensor: written in place
-            return y.index_copy_(0, idx, _blend(y.index_select(0, idx), f[idx], op[idx])) if len(idx) else y
-        return _blend(y, torch.where(active, f, one), op)
+        # elsewhere the blend is the identity (f = 1): y exactly
+        return _blend(y, torch.where(active & (op != 3) & apply, f, fac[:, 3]), op)
 
-    out = x.clone() if subset else x
+    out = x
     for step in range(3):
         out = blend(out, step, step < hue_at)
-    out = adjust_hue(out, torch.where(apply, h, torch.zeros_like(h)))
+    out = _pick(out, adjust_hue(out, h), apply)
     for step in range(1, 4):
         out = blend(out, step, step > hue_at)
     return out
+
+
+def _jitter_rows(x, fac, order, hue_at, h, apply):
+    """``color_jitter`` with the samples sorted by where their hue falls in their order (hue last first, the
+    samples left alone last), so that each blend position and the hue act on one contiguous block of rows, in
+    place, without gathering and scattering rows per op."""
+    key = torch.where(apply, 3 - hue_at, 4)
+    perm = key.argsort(stable=True)
+    ends = torch.bincount(key, minlength=5).cumsum(0).tolist()  # ends[k]: how many rows have key <= k
+    out, order, fac, h = x.index_select(0, perm), order[perm], fac[perm], h[perm]
+
+    def blend(lo, hi, step):
+        if hi > lo:
+            op = order[lo:hi, step]
+            rows = out[lo:hi]
+            _blend(rows, fac[lo:hi].gather(1, op.view(-1, 1)).squeeze(1), op, out=rows)
+
+    for step in range(3):  # before the hue: the rows whose hue comes later than position step
+        blend(0, ends[2 - step], step)
+    rows = out[:ends[3]]
+    adjust_hue(rows, h[:ends[3]], out=rows)
+    for step in range(1, 4):  # after it: the rows whose hue came earlier
+        blend(ends[3 - step], ends[3], step)
+    return out.index_select(0, perm.argsort())
 
 
 def gaussian_blur(x, sigma, apply, kernel_size: int):
