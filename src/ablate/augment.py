@@ -98,7 +98,7 @@ def resized_crop_flip(x, boxes, flip, size: int):
 
 def _gray(x):
     """ITU-R 601-2 luma of [N, 3, H, W] as [N, 1, H, W] (a 1x1 convolution is far slower on CPU)."""
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    r, g, b = x.split(1, dim=1)
     return (r * GRAY[0]).add_(g, alpha=GRAY[1]).add_(b, alpha=GRAY[2])
 
 
@@ -182,22 +182,28 @@ def color_jitter(x, factors, apply, subset: bool | None = None):
 def _jitter_rows(x, fac, order, hue_at, h, apply):
     """``color_jitter`` with the samples sorted by where their hue falls in their order (hue last first, the
     samples left alone last), so that each blend position and the hue act on one contiguous block of rows, in
-    place, without gathering and scattering rows per op."""
+    place, with each blend's per-sample coefficients computed once for all positions."""
     key = torch.where(apply, 3 - hue_at, 4)
     perm = key.argsort(stable=True)
     ends = torch.bincount(key, minlength=5).cumsum(0).tolist()  # ends[k]: how many rows have key <= k
-    out, order, fac, h = x.index_select(0, perm), order[perm], fac[perm], h[perm]
+    out, order = x.index_select(0, perm), order[perm]
+    f = fac[perm].gather(1, order)  # [n, position]: the factor of the op at each position (1 for the hue)
+    shape = (len(x), 4, 1, 1, 1)
+    a = ((1 - f) * (order == 2)).view(shape)  # _blend's coefficients, per position
+    c = ((1 - f) * (order == 1)).view(shape)
+    f = f.view(shape)
 
     def blend(lo, hi, step):
         if hi > lo:
-            op = order[lo:hi, step]
             rows = out[lo:hi]
-            _blend(rows, fac[lo:hi].gather(1, op.view(-1, 1)).squeeze(1), op, out=rows)
+            gray = _gray(rows)
+            mean = c[lo:hi, step] * gray.mean(dim=(1, 2, 3), keepdim=True)
+            torch.addcmul(torch.addcmul(mean, a[lo:hi, step], gray), f[lo:hi, step], rows, out=rows).clamp_(0, 1)
 
     for step in range(3):  # before the hue: the rows whose hue comes later than position step
         blend(0, ends[2 - step], step)
     rows = out[:ends[3]]
-    adjust_hue(rows, h[:ends[3]], out=rows)
+    adjust_hue(rows, h[perm[:ends[3]]], out=rows)
     for step in range(1, 4):  # after it: the rows whose hue came earlier
         blend(ends[3 - step], ends[3], step)
     return out.index_select(0, perm.argsort())
