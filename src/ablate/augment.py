@@ -139,13 +139,21 @@ def jitter_factors(n, cfg, device):
     return b, c, s, h, order
 
 
-def _blend(y, f, op, out=None):
-    """clamp(f y + (1 - f) target) per sample: target black (op 0, brightness), the image's mean grey (op 1,
-    contrast) or the pixel's grey (op 2, saturation). ``out`` may be ``y`` itself."""
+def _blend_coefs(f, op):
+    """The per-sample (f, a, c) of ``_blend`` for op ``op`` at factor ``f`` (any shape), each with three
+    trailing unit dimensions to broadcast over an image: clamp(f y + (1 - f) target) with target black (op 0,
+    brightness), the image's mean grey (op 1, contrast: c = 1 - f) or the pixel's grey (op 2, saturation:
+    a = 1 - f)."""
+    shape = (*f.shape, 1, 1, 1)
+    return f.view(shape), ((1 - f) * (op == 2)).view(shape), ((1 - f) * (op == 1)).view(shape)
+
+
+def _blend(y, f, a, c, out=None):
+    """clamp(f y + a grey + c mean grey) per sample of y [N, 3, H, W], coefficients from ``_blend_coefs``.
+    ``out`` may be ``y`` itself."""
     gray = _gray(y)
-    a = ((1 - f) * (op == 2)).view(-1, 1, 1, 1)                                          # saturation: pixel grey
-    c = ((1 - f) * (op == 1)).view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)  # contrast
-    return torch.addcmul(torch.addcmul(c, a, gray), f.view(-1, 1, 1, 1), y, out=out).clamp_(0, 1)
+    mean = c * gray.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.addcmul(torch.addcmul(mean, a, gray), f, y, out=out).clamp_(0, 1)
 
 
 def color_jitter(x, factors, apply, subset: bool | None = None):
@@ -168,7 +176,7 @@ def color_jitter(x, factors, apply, subset: bool | None = None):
         op = order[:, step]
         f = fac.gather(1, op.view(-1, 1)).squeeze(1)
         # elsewhere the blend is the identity (f = 1): y exactly
-        return _blend(y, torch.where(active & (op != 3) & apply, f, fac[:, 3]), op)
+        return _blend(y, *_blend_coefs(torch.where(active & (op != 3) & apply, f, fac[:, 3]), op))
 
     out = x
     for step in range(3):
@@ -187,18 +195,13 @@ def _jitter_rows(x, fac, order, hue_at, h, apply):
     perm = key.argsort(stable=True)
     ends = torch.bincount(key, minlength=5).cumsum(0).tolist()  # ends[k]: how many rows have key <= k
     out, order = x.index_select(0, perm), order[perm]
-    f = fac[perm].gather(1, order)  # [n, position]: the factor of the op at each position (1 for the hue)
-    shape = (len(x), 4, 1, 1, 1)
-    a = ((1 - f) * (order == 2)).view(shape)  # _blend's coefficients, per position
-    c = ((1 - f) * (order == 1)).view(shape)
-    f = f.view(shape)
+    # [n, position, 1, 1, 1]: each position's coefficients (the identity's at the hue's position, f = 1)
+    f, a, c = _blend_coefs(fac[perm].gather(1, order), order)
 
     def blend(lo, hi, step):
         if hi > lo:
             rows = out[lo:hi]
-            gray = _gray(rows)
-            mean = c[lo:hi, step] * gray.mean(dim=(1, 2, 3), keepdim=True)
-            torch.addcmul(torch.addcmul(mean, a[lo:hi, step], gray), f[lo:hi, step], rows, out=rows).clamp_(0, 1)
+            _blend(rows, f[lo:hi, step], a[lo:hi, step], c[lo:hi, step], out=rows)
 
     for step in range(3):  # before the hue: the rows whose hue comes later than position step
         blend(0, ends[2 - step], step)

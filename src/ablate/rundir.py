@@ -91,8 +91,9 @@ def unique_dir(base: Path) -> Path:
 
 
 def upgrade_config(config: dict) -> dict:
-    """A stored config in today's terms, in place: fields older versions wrote and nothing reads are dropped,
-    and fields added since get the value those versions ran with."""
+    """A stored config in today's terms, in place, for comparing with a run's: fields older versions wrote and
+    nothing reads are dropped, fields added since get the value those versions ran with, and fields that change
+    only how a step is scheduled are dropped."""
     if isinstance(config.get("stop_grad"), dict):
         config["stop_grad"].pop("branch", None)
     if isinstance(config.get("train"), dict):
