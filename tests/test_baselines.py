@@ -14,11 +14,11 @@ import torch
 from conftest import TINY, make_cfg
 from omegaconf import OmegaConf
 
-from ablate.baselines import baseline_jobs, run_baselines, side_by_side
-from ablate.checkpoint import load_checkpoint
 from ablate.config import ConfigError, check_config
 from ablate.method import Baseline, JointEmbedding
-from ablate.train import train
+from ablate.run.checkpoint import load_checkpoint
+from ablate.run.loop import train
+from ablate.run.sweep_baselines import baseline_jobs, run_baselines, side_by_side
 
 
 def _bytes(t: torch.Tensor) -> bytes:

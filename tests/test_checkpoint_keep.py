@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import TINY
 
-from ablate.checkpoint import CURRENT, PREVIOUS, read_checkpoint
 from ablate.config import ConfigError, check_config
-from ablate.train import train
+from ablate.run.checkpoint import CURRENT, PREVIOUS, read_checkpoint
+from ablate.run.loop import train
 
 
 @pytest.mark.parametrize("keep,left", [

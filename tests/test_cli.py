@@ -108,8 +108,8 @@ def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbe
     import torch
     import torch.utils.deterministic
 
-    from ablate import precision
-    from ablate import train as T
+    from ablate.run import hardware as precision
+    from ablate.run import loop as T
 
     monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # restored afterwards
 
@@ -129,7 +129,7 @@ def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbe
 
 def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(tmp_path, cfg_factory,
                                                                                  monkeypatch):
-    from ablate import train as T
+    from ablate.run import loop as T
 
     calls, evaluate = [], T.evaluate
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
@@ -143,7 +143,7 @@ def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(
 
 
 def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
-    from ablate.train import train
+    from ablate.run.loop import train
 
     runs = []
     for i in range(2):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ablate.cli import check_overrides
 from ablate.config import ConfigError
-from ablate.hydra_args import override_args
+from ablate.run.cli import check_overrides
+from ablate.run.hydra_args import override_args
 
 tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,4 +74,4 @@ def test_console_scripts_name_importable_callables(capsys):
             with pytest.raises(SystemExit) as e:
                 main(["--help"])
             assert e.value.code == 0 and "usage:" in capsys.readouterr().out, name
-    assert scripts["ablate"] == "ablate.cli:main"
+    assert scripts["ablate"] == "ablate.run.cli:main"

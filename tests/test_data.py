@@ -96,7 +96,7 @@ def test_folder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
 def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
     from conftest import TINY
 
-    from ablate.train import train
+    from ablate.run.loop import train
 
     root = _image_folder(tmp_path / "tree")
     tiny = [o for o in TINY if not o.startswith("data.")]

@@ -82,7 +82,7 @@ def test_initial_scale_leaves_model_and_random_state_alone(cfg_factory):
     from conftest import TINY
 
     from ablate.data import load_data
-    from ablate.train import build_runner, initial_scale
+    from ablate.run.loop import build_runner, initial_scale
 
     cfg = cfg_factory("+method=vicreg", *TINY)
     data = load_data(cfg.data, cfg.eval, cfg.seed)

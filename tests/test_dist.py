@@ -21,10 +21,10 @@ rank, world, out, init = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.ar
 if world > 1:
     dist.init_process_group("gloo", init_method="file://" + init, rank=rank, world_size=world)
 from hydra import compose, initialize_config_module
-from ablate import dist as D
+from ablate.run import dist as D
 from ablate.augment import two_views
 from ablate.data import load_data
-from ablate.train import build_runner
+from ablate.run.step import build_runner
 results = {}
 for case in sys.argv[5:]:  # "method override override ..."
     method, *overrides = case.split()

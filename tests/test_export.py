@@ -1,4 +1,4 @@
-"""python -m ablate.export: the exported backbone loads strictly into a freshly built one and computes the run's
+"""python -m ablate.tools.export: the exported backbone loads strictly into a freshly built one and computes the run's
 features; a torchvision ResNet takes it with only its fc replaced; bad input fails in one line."""
 
 import json
@@ -9,12 +9,12 @@ import torchvision
 from conftest import TINY
 from omegaconf import OmegaConf
 
-from ablate.checkpoint import save_checkpoint
-from ablate.export import main
 from ablate.method import JointEmbedding
 from ablate.models import Encoder, build_backbone, mlp
-from ablate.runs import load_model, load_run
-from ablate.train import train
+from ablate.run.checkpoint import save_checkpoint
+from ablate.run.finished import load_model, load_run
+from ablate.run.loop import train
+from ablate.tools.export import main
 
 
 def test_exported_backbone_and_projector_reproduce_the_runs_features(cfg_factory, tmp_path, capsys):
@@ -70,11 +70,11 @@ def test_torchvision_resnet_takes_the_export_with_fc_replaced(cfg_factory, tmp_p
 def test_bad_run_dirs_fail_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("ablate.export: error:") and "not a directory" in err
+    assert err.count("\n") == 1 and err.startswith("ablate.tools.export: error:") and "not a directory" in err
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no checkpoint.pt" in err
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ablate.export: error: no usable checkpoint") and not list(tmp_path.glob("*.json"))
+    assert err[-1].startswith("ablate.tools.export: error: no usable checkpoint") and not list(tmp_path.glob("*.json"))

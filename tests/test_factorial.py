@@ -5,8 +5,8 @@ import itertools
 import pandas as pd
 import pytest
 
-from ablate import factorial
 from ablate.config import TECHNIQUES
+from ablate.report import factorial
 
 
 def fixture_csv(drop=(), seeds=(0, 1)) -> pd.DataFrame:

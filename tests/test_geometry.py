@@ -7,8 +7,8 @@ import torch
 from conftest import TINY
 
 from ablate.diagnostics import class_share, cone, view_agreement
-from ablate.geometry import main, run_geometry
-from ablate.train import train
+from ablate.run.loop import train
+from ablate.tools.geometry import main, run_geometry
 
 
 def test_view_agreement_on_worked_numbers():
@@ -62,7 +62,7 @@ def test_cli_refuses_a_directory_without_checkpoint(tmp_path, capsys):
 
 def test_run_without_spread_is_named_not_divided_by_zero(cfg_factory, tmp_path, monkeypatch):
     train(cfg_factory("+method=vicreg", *TINY), tmp_path / "run")
-    monkeypatch.setattr("ablate.geometry.embed", lambda model, x, norm, bs: (None, torch.ones(len(x), 4)))
+    monkeypatch.setattr("ablate.tools.geometry.embed", lambda model, x, norm, bs: (None, torch.ones(len(x), 4)))
     assert run_geometry(tmp_path / "run") == {"epoch": 1,
                                               "degenerate": "every embedding the same vector (no spread)"}
 

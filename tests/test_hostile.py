@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import TINY, rows
 
-from ablate import checkpoint
-from ablate.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from ablate.config import ConfigError
-from ablate.train import train
+from ablate.run import checkpoint
+from ablate.run.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from ablate.run.loop import train
 
 ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,6 +138,6 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
             monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
         return save_checkpoint(run_dir, state, keep)
 
-    monkeypatch.setattr("ablate.train.save_checkpoint", save_then_fill)
+    monkeypatch.setattr("ablate.run.loop.save_checkpoint", save_then_fill)
     assert train(cfg_factory(*ARGS), run2)["status"] == "complete"
     assert calls == [1, 2] and load_checkpoint(run2)["epoch"] == 1

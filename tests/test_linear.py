@@ -1,4 +1,4 @@
-"""python -m ablate.linear: the offline linear evaluation runs on a trained run, learns an easy task, writes its
+"""python -m ablate.tools.linear: the offline linear evaluation runs on a trained run, learns an easy task, writes its
 protocol; bad input fails in one line before any compute."""
 
 import json
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from ablate.linear import main
-from ablate.train import train
+from ablate.run.loop import train
+from ablate.tools.linear import main
 
 SMALL = [o for o in TINY if not o.startswith("data.")]
 COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 60, 220], [230, 230, 230]])
@@ -80,7 +80,7 @@ def test_default_output_lands_in_the_run_dir_and_is_reproducible(cfg_factory, tm
 def test_bad_arguments_fail_in_one_line(tmp_path, capsys, args, msg):
     assert main([str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("ablate.linear: error:") and msg in err
+    assert err.count("\n") == 1 and err.startswith("ablate.tools.linear: error:") and msg in err
 
 
 def test_missing_run_or_checkpoint_fails_in_one_line(tmp_path, capsys):

@@ -9,8 +9,8 @@ import os
 import pytest
 from conftest import TINY
 
-from ablate.logger import _value
-from ablate.train import train
+from ablate.run.logger import _value
+from ablate.run.loop import train
 
 
 def jsonl(run):
@@ -90,7 +90,7 @@ def test_a_failing_logger_is_logged_once_and_training_continues(cfg_factory, tmp
 def test_progress_bar_shows_rate_and_eta_on_a_terminal():
     import io
 
-    from ablate.train import Progress
+    from ablate.run.loop import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

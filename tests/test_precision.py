@@ -6,10 +6,10 @@ import torch
 from conftest import TINY
 
 from ablate import method as method_module
-from ablate import precision
 from ablate.data import load_data
 from ablate.diagnostics import linear_probe
-from ablate.train import build_runner, evaluate
+from ablate.run import hardware as precision
+from ablate.run.loop import build_runner, evaluate
 
 CPU = torch.device("cpu")
 

@@ -178,7 +178,7 @@ def test_report_csv_and_figures(report):
     byol = df[df["row"] == "byol"].sort_values("seed")
     assert byol["linear_top1"].tolist() == [60.0, 64.0] and byol["seed"].tolist() == [0, 1]
     assert df.loc[df["status"] == "failed", "error"].item() == "RuntimeError: out of memory in cell"
-    # python -m ablate.linear's result beside the in-run probe, for the run that has one
+    # python -m ablate.tools.linear's result beside the in-run probe, for the run that has one
     assert byol["linear_eval_top1"].tolist()[1] == 71.5 and pd.isna(byol["linear_eval_top1"].tolist()[0])
     diag = (out / "report.md").read_text().split("### Diagnostics per run")[1]
     assert "| linear % | linear eval % | norm |" in diag and "| 64.0 | 71.5 |" in diag
@@ -342,7 +342,7 @@ def test_report_analyses_a_partial_factorial(tmp_path):
     # its runs include Table 4's SimSiam cells, yet a factorial's report is not a partial Table 4
     assert md.startswith("# Anti-collapse ablations: the six switches' factorial") and "VICReg Table 4" not in md
     part = md.split("### Which switch matters, `simsiam` recipe")[1].split("\n### ")[0]
-    assert "`python -m ablate.factorial runs.csv --method simsiam` prints the same" in part
+    assert "`python -m ablate.report.factorial runs.csv --method simsiam` prints the same" in part
     # predictor: pairs (var, bn) = (0,0), (0,1), (1,1); with it off 2 of those 3 collapse, 2 seeds each
     assert "| `predictor` | 3 | 0 / 6 | 4 / 6 | -0.67 | 50.0 | 23.3 |" in part
     assert "Held fixed in every run (no effect measured): `ema`, `stop_grad`, `cov`." in part
@@ -353,7 +353,7 @@ def test_report_analyses_a_partial_factorial(tmp_path):
     png = (tmp_path / "out" / "interactions_table_cpu_simsiam.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(interactions_table_cpu_simsiam.png)" in md
     # the CLI on the report's runs.csv prints the same analysis
-    from ablate import factorial
+    from ablate.report import factorial
 
     df = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert factorial.markdown(factorial.outcomes(df[df["method"] == "simsiam"]),

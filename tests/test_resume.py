@@ -18,7 +18,7 @@ STEPS_PER_EPOCH = 128 // 16
 # SIGKILL from inside the training step, so the kill lands at a known step of epoch 2 (a timer would race)
 KILLER = """
 import os, signal, sys
-from ablate import train as T
+from ablate.run import loop as T
 call = T.Stepper.__call__
 def killing_call(self, *args):
     if self.step == int(os.environ["KILL_AT_STEP"]):
@@ -26,7 +26,7 @@ def killing_call(self, *args):
     return call(self, *args)
 T.Stepper.__call__ = killing_call
 sys.argv = ["ablate", *sys.argv[1:]]
-from ablate.cli import main
+from ablate.run.cli import main
 main()
 """
 
@@ -62,7 +62,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 
 
 def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
-    from ablate.train import train
+    from ablate.run.loop import train
 
     # thresholds that call every evaluation a collapse, then none: the stopping rule alone is under test
     always = ["verdict.collapse_std_ratio=100", "train.epochs=4"]

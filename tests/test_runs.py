@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from test_cli import run_ablate
 from test_data import _image_folder
 
-from ablate.hydra_args import order_groups, sweep_args
 from ablate.resolvers import short_dirname
-from ablate.rundir import LOCK, unique_dir
+from ablate.run.hydra_args import order_groups, sweep_args
+from ablate.run.rundir import LOCK, unique_dir
 
 
 def popen(*args, cwd):
@@ -114,8 +114,9 @@ def test_a_refused_or_skipped_run_leaves_the_directory_byte_identical(tmp_path):
 
 
 def test_a_run_stored_before_compile_aug_existed_reads_as_eager(cfg_factory):
-    from ablate.rundir import upgrade_config
-    from ablate.train import _config_diff, _resumable_config
+    from ablate.run.rundir import config_diff as _config_diff
+    from ablate.run.rundir import resumable_config as _resumable_config
+    from ablate.run.rundir import upgrade_config
 
     def stored():
         old = _resumable_config(cfg_factory("+method=simsiam", *TINY))
@@ -130,8 +131,9 @@ def test_a_run_stored_before_compile_aug_existed_reads_as_eager(cfg_factory):
 def test_the_views_schedule_does_not_make_another_config(cfg_factory):
     """A run made with the views in turn (or before train.view_parallel existed) is the same config as one with
     them in parallel: finished, it is skipped; unfinished, it resumes."""
-    from ablate.rundir import upgrade_config
-    from ablate.train import _config_diff, _resumable_config
+    from ablate.run.rundir import config_diff as _config_diff
+    from ablate.run.rundir import resumable_config as _resumable_config
+    from ablate.run.rundir import upgrade_config
 
     def stored(keep_switch=True):  # as a checkpoint of a run with the views in turn stores its config
         c = OmegaConf.to_container(cfg_factory("+method=simsiam", *TINY, "train.view_parallel=false"), resolve=True)

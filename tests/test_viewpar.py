@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import TINY
 
-from ablate import viewpar
 from ablate.bench import torch_threads
 from ablate.config import ConfigError, check_config
 from ablate.data import load_data
-from ablate.train import build_runner, lookahead
+from ablate.run import viewpar
+from ablate.run.step import build_runner, lookahead
 
 CPU = torch.device("cpu")
 

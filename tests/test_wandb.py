@@ -7,7 +7,7 @@ import logging
 import pytest
 from conftest import TINY
 
-from ablate.train import train
+from ablate.run.loop import train
 
 pytest.importorskip("wandb")
 

@@ -1,3 +1,3 @@
-from ablate.cli import main
+from ablate.run.cli import main
 
 main()

@@ -41,11 +41,11 @@ import torch
 
 from .augment import colour_ops, two_views
 from .data import load_data
-from .dist import pick_device
 from .ema import cosine_tau, update_momentum
-from .precision import host, peak_flops
+from .run.dist import pick_device
+from .run.hardware import host, peak_flops
+from .run.step import build_runner, lookahead, optimizer_for
 from .stages import STAGES, recording
-from .train import build_runner, lookahead, optimizer_for
 
 
 def compose_cfg(method: str, overrides: list[str]):

@@ -10,6 +10,9 @@ from .errors import ConfigError
 
 __all__ = ["ConfigError", "TECHNIQUES", "check_config", "conf_dir", "group_options", "groups", "techniques"]
 TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")
+BASELINES = ("random", "supervised")
+KEEP = ("last", "none", "all")  # checkpoint.keep
+PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
 
 
 def conf_dir() -> Path:
@@ -125,7 +128,6 @@ def _check_switches(cfg: DictConfig) -> None:
 
 def _check_baseline(cfg: DictConfig) -> None:
     """A baseline run (+method=random|supervised) takes no switch, and the supervised one needs labels."""
-    from .method import BASELINES
 
     b, on = cfg.method.baseline, techniques(cfg)
     if b not in BASELINES:
@@ -142,10 +144,8 @@ def _check_baseline(cfg: DictConfig) -> None:
 
 
 def _check_training(cfg: DictConfig) -> None:
-    from .checkpoint import KEEP
     from .models import BACKBONES
     from .optim import OPTIMIZERS
-    from .precision import PRECISIONS
 
     on = techniques(cfg)
     _finite_nonneg(cfg.optim.lr, "optim.lr")

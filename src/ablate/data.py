@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import seal, unseal
 from .errors import DataError
-from .summary import atomic_write
+from .files import atomic_write, seal, unseal
 
 log = logging.getLogger("ablate")
 

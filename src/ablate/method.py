@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from . import dist as D
+from .collective import gather
 from .config import techniques
 from .ema import cosine_tau, make_target, update_momentum
 from .losses import INVARIANCE, REG_GEOMETRIES, covariance, reg_geometry, variance
@@ -79,7 +79,7 @@ class JointEmbedding(nn.Module):
         var = cov = torch.zeros((), device=inv.device)
         if self.var is not None or self.cov is not None:  # statistics of the global batch under torchrun
             g = REG_GEOMETRIES[self.geometry]
-            z1, z2 = D.gather(g(z1)), D.gather(g(z2))
+            z1, z2 = gather(g(z1)), gather(g(z2))
         if self.var is not None:
             var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
             loss = loss + self.var.weight * var
@@ -100,8 +100,6 @@ class JointEmbedding(nn.Module):
             update_momentum(self.online, self.target, tau)
         return tau
 
-
-BASELINES = ("random", "supervised")
 
 
 class Baseline(nn.Module):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import conf_dir
+from ..config import conf_dir
 
 # Hydra's flags that only print something (help, the config, shell completion): no run, so no method needed
 INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")

@@ -10,8 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import group_options, groups, techniques
-from .errors import AblateError, ConfigError
+from ..config import group_options, groups, techniques
+from ..errors import AblateError, ConfigError
 from .hydra_args import (
     default_groups,
     is_info,
@@ -101,7 +101,7 @@ def _multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -109,7 +109,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     if _multirun():
         _run_cell(cfg, run_dir)
         return
-    from .train import train
+    from .loop import train
 
     try:
         summary = train(cfg, run_dir)
@@ -126,7 +126,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
     """One sweep cell: a failure is recorded in its directory and printed in one line; the sweep goes on."""
-    from .train import train
+    from .loop import train
 
     _note_cell("cell", run_dir)
     try:
@@ -217,7 +217,7 @@ def preflight(args: list[str]) -> tuple[RunLock | None, list[str]]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf, open_dict
 
-    from .config import check_config
+    from ..config import check_config
 
     overrides = override_args(args)
     try:

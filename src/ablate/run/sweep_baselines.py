@@ -14,8 +14,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .config import TECHNIQUES
-from .method import BASELINES
+from ..config import BASELINES, TECHNIQUES
 from .summary import FINISHED
 
 log = logging.getLogger("ablate")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..errors import AblateError
 from .checkpoint import CheckpointError, load_checkpoint
-from .errors import AblateError
 
 
 class RunError(AblateError):
@@ -30,7 +30,7 @@ def load_run(run_dir: Path):
 def load_model(state, cfg):
     """The run's model with the checkpoint's weights, on the CPU, in eval mode: a ``JointEmbedding``, or for a
     baseline run (``method.baseline``) its ``Baseline``, whose ``online`` encoder the tools read alike."""
-    from .method import Baseline, JointEmbedding
+    from ..method import Baseline, JointEmbedding
 
     if cfg.method.get("baseline"):
         head = state["model"].get("classifier.weight")

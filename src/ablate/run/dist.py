@@ -12,12 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from ..collective import gather, mean, world  # noqa: F401  (the run's view of the process group)
 
 
 def setup(cfg) -> bool:
@@ -44,28 +39,6 @@ def pick_device(name="auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class FullGatherLayer(torch.autograd.Function):
-    """all_gather that passes gradients back, as main_vicreg.py: each rank's slice receives the sum of the
-    gradients every rank's loss sends it (DDP then averages, which gives the gradient of the mean loss)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x)
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        all_gradients = torch.stack(grads)
-        dist.all_reduce(all_gradients)
-        return all_gradients[dist.get_rank()]
-
-
-def gather(x: torch.Tensor) -> torch.Tensor:
-    """The global batch, differentiable; ``x`` itself in a single process."""
-    return torch.cat(FullGatherLayer.apply(x)) if world()[1] > 1 else x
 
 
 class GatherBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -99,15 +72,6 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, sync_batchnorm(child, device))
     return module
-
-
-def mean(t: torch.Tensor) -> torch.Tensor:
-    """Average over ranks (a copy); ``t`` itself in a single process."""
-    if world()[1] == 1:
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t / dist.get_world_size()
 
 
 def broadcast_order(order: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _BN = nn.modules.batchnorm._BatchNorm
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..config import TECHNIQUES, conf_dir
+from ..losses import reg_geometry
+from ..run.summary import FINISHED, STATUSES
 from . import factorial as fa
-from .config import TECHNIQUES, conf_dir
-from .losses import reg_geometry
-from .summary import FINISHED, STATUSES
 
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}

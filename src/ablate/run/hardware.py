@@ -12,7 +12,8 @@ import os
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from ..config import PRECISIONS
+
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo names; "bf16" is Arm's FEAT_BF16
 

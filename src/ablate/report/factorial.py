@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import TECHNIQUES
-from .summary import FINISHED
+from ..config import TECHNIQUES
+from ..run.summary import FINISHED
 
 ALL = tuple(itertools.product((True, False), repeat=len(TECHNIQUES)))
 

@@ -2,26 +2,22 @@
 every switch, is ``method.py``; the run summary's schema is ``summary.py``."""
 
 import copy
-import itertools
 import json
 import logging
 import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
-from . import dist as D
-from .augment import apply_view, colour_ops, compiled_colour_ops, draw_view, eval_view, two_views
-from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
-from .config import TECHNIQUES, ConfigError, check_config, techniques
-from .data import FolderStream, load_data
-from .diagnostics import (
+from .. import __version__
+from ..augment import eval_view
+from ..config import TECHNIQUES, ConfigError, check_config, techniques
+from ..data import load_data
+from ..diagnostics import (
     KNN_PROTOCOL,
     LINEAR_PROTOCOL,
     embedding_scale,
@@ -32,17 +28,16 @@ from .diagnostics import (
     spectrum,
     verdict,
 )
+from ..losses import SCALE_FREE
+from ..method import TERMS, Baseline, JointEmbedding, equivalences
+from ..models import count_bn, embed
+from . import dist as D
+from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
+from .hardware import deterministic_kernels, host
 from .logger import NullLogger, make_logger
-from .losses import SCALE_FREE
-from .method import TERMS, Baseline, JointEmbedding, equivalences
-from .models import count_bn, embed
-from .optim import build_optimizer, lr_at, param_groups, set_lr
-from .precision import channels_last, compile_aug, deterministic_kernels, host, resolve
-from .rundir import upgrade_config
-from .stages import stage
+from .rundir import config_diff, resumable_config, upgrade_config
+from .step import Stepper, build_runner, lookahead
 from .summary import SCHEMA, finished_summary, write_json, write_text
-from .viewpar import ViewWorkers
-from .viewpar import resolve as view_parallel
 
 log = logging.getLogger("ablate")
 
@@ -97,22 +92,6 @@ def _resume_rows(metrics_path: Path, epoch: int) -> list[dict]:
     return rows
 
 
-def _config_diff(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str)
-                for d in _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
-def _resumable_config(cfg) -> dict:
-    """The config a checkpoint must match; where logs go does not change what is trained, nor does how a CPU
-    step is scheduled (``train.view_parallel``, which like the thread count changes only the rounding)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("logger", None)
-    c.pop("checkpoint", None)
-    return upgrade_config(c)
-
-
 @torch.no_grad()
 def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     """Diagnostics on the fixed held-out set: device tensors, read by the caller once."""
@@ -139,194 +118,6 @@ def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
     return float(embedding_scale(z))
 
 
-def optimizer_for(model: JointEmbedding | Baseline, optim_cfg, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over the model's trained modules (online encoder and predictor; the EMA target
-    is not trained)."""
-    return build_optimizer(param_groups(model.trained_modules(), optim_cfg), optim_cfg, lr)
-
-
-class Stepper:
-    """One optimisation step: batched augmentation on the device, forward under autocast, backward, optimizer
-    step, EMA update. Returns the loss terms as a device tensor (no host sync)."""
-
-    def __init__(self, model: JointEmbedding, cfg: DictConfig, data, device: torch.device, n_train: int):
-        cuda = device.type == "cuda"
-        self.model, self.cfg, self.device = model, cfg, device
-        self.mean, self.std, self.size = data.mean, data.std, cfg.data.image_size
-        self.precision = resolve(cfg.train.precision, device)
-        self.mem_format = memory_format(cfg, device)
-        self.bf16 = self.precision == "bf16"
-        self.batch_size = cfg.train.batch_size
-        self.rank, self.world = D.world()
-        if self.batch_size % self.world:
-            raise ConfigError(f"train.batch_size={self.batch_size} does not split over {self.world} processes; "
-                              f"use a multiple of {self.world}")
-        self.local_batch = self.batch_size // self.world
-        self.steps_per_epoch = n_train // self.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(f"train.batch_size={self.batch_size} exceeds the {n_train} training images; "
-                              f"lower train.batch_size")
-        self.total = cfg.train.epochs * self.steps_per_epoch
-        self.warmup = cfg.train.warmup_epochs * self.steps_per_epoch
-        self.base_lr = cfg.optim.lr * self.batch_size / 256
-        self.opt = optimizer_for(model, cfg.optim, self.base_lr)
-        self.forward = model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
-                                                   find_unused_parameters=isinstance(model, Baseline))  # projector
-        self.compile = bool(cfg.train.compile)
-        if self.compile:
-            self.forward = torch.compile(self.forward)
-        self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
-        self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
-        split = view_parallel(cfg.train.get("view_parallel", False), device, model, self.compile,
-                              self.compile_aug, self.world)
-        self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
-        self.step, self.lr, self.tau = 0, None, None
-        self.queued = None  # (upcoming batch, its views' futures) under train.view_parallel
-
-    @property
-    def view_parallel(self) -> bool:
-        """Whether each view's pass runs on a worker of its own (``train.view_parallel`` resolved)."""
-        return self.workers is not None
-
-    def main_threads(self):
-        """Around a loop of steps: under ``train.view_parallel`` the main thread keeps a worker's thread count
-        (ablate.viewpar), also for the batch gathers between the steps."""
-        return self.workers.main_threads() if self.workers is not None else nullcontext()
-
-    def epoch_batches(self, images):
-        """A fresh permutation on the device, cut into full batches of uint8 images (this rank's slice of
-        each under torchrun: rank 0's permutation is everyone's)."""
-        bs, lo = self.batch_size, self.rank * self.local_batch
-        if isinstance(images, FolderStream):  # decoded by DataLoader workers in an order all ranks share
-            seed = int(D.broadcast_order(torch.randint(0, 2**62, (1,), device=self.device)).item())
-            yield from images.epoch_batches(seed, bs, lo, self.local_batch, self.steps_per_epoch)
-            return
-        order = D.broadcast_order(torch.randperm(len(images), device=images.device))
-        for s in range(self.steps_per_epoch):
-            yield self.batch(images, order[s * bs + lo:s * bs + lo + self.local_batch])
-
-    def batch(self, images, idx):
-        return images[idx]
-
-    def __call__(self, images: torch.Tensor, upcoming: torch.Tensor | None = None) -> torch.Tensor:
-        """One step on a uint8 batch. ``upcoming``, the batch of the next call when the caller knows it
-        (``lookahead``), lets the split step augment its views while this step's optimizer runs."""
-        if self.workers is not None:
-            queued, self.queued = self.queued, None
-            if queued is not None and queued[0] is not images:
-                raise RuntimeError("Stepper called with a batch other than the upcoming one it was given, whose "
-                                   "random parameters are drawn already")
-            views = queued[1] if queued is not None else self.workers.submit(self.augmenter(images))
-            return self.split_step(lambda v: views[v].result(), upcoming)
-        with stage("aug"):
-            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
-        return self.update(*views)
-
-    def augmenter(self, images: torch.Tensor):
-        """Both views' random parameters drawn now, in the sequential step's order; the returned ``fn(v, _)``
-        augments view v from them (on its worker)."""
-        draws = [draw_view(len(images), self.cfg.aug, v, images.device) for v in (0, 1)]
-        return lambda v, _: apply_view(images, draws[v], self.size, self.mean, self.std, self.colour)
-
-    def update(self, x1: torch.Tensor, x2: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
-        """The step on two given views (the distributed test feeds identical views to 1 and N processes), and
-        their labels for the supervised baseline."""
-        if self.workers is not None:
-            return self.split_step(lambda v: (x1, x2)[v])
-        self.schedule()
-        x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, terms = self.forward(x1, x2, *labels)
-        self.opt.zero_grad(set_to_none=True)
-        with stage("backward"):
-            loss.backward()
-        with stage("optimizer"):
-            self.opt.step()
-        self.tau = self.model.update_target(self.step, self.total)
-        self.step += 1
-        return terms
-
-    def schedule(self) -> None:
-        """This step's learning rate: linear warmup, then cosine."""
-        self.lr = lr_at(self.step, self.total, self.warmup, self.base_lr, self.cfg.optim.final_lr_frac)
-        set_lr(self.opt, self.lr)
-
-    def split_step(self, view_input, upcoming: torch.Tensor | None = None) -> torch.Tensor:
-        """``update`` with each view's pass on a worker of its own (``train.view_parallel``, ablate.viewpar):
-        ``view_input(v)`` is view v's input (augmented there when it augments). The loss's inputs are cut from
-        the two graphs, so the loss's backward stops at them and each worker sends their gradients through its
-        own view's graph. With ``upcoming``, the next step's parameters are drawn after this step's (their
-        sequential order) and each worker augments its view of it right after its backward pass, while the
-        main thread merges the statistics and steps the optimizer."""
-        model, workers = self.model, self.workers
-        self.schedule()
-        workers.replica.train(model.training)
-
-        def forward(v, net):
-            x = view_input(v).contiguous(memory_format=self.mem_format)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                return net.view(x)
-
-        with workers.main_threads():
-            outs = workers.map(forward)  # [(z, p, t) of view 1, of view 2]
-            cut = [[o.detach().requires_grad_() if o.requires_grad else o for o in zpt] for zpt in outs]
-            for (z, p, t), c in zip(outs, cut):  # the same tensor in two roles stays one leaf
-                c[1] = c[0] if p is z else c[1]
-                c[2] = c[0] if t is z else c[2]
-            (z1, p1, t1), (z2, p2, t2) = cut
-            if model.stop_grad:
-                t1, t2 = t1.detach(), t2.detach()
-            loss, terms = model.loss(z1, z2, p1, p2, t1, t2)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-
-            def backward(v, _):
-                pairs = {id(o): (o, c.grad) for o, c in zip(outs[v][:2], cut[v][:2]) if c.grad is not None}
-                if pairs:
-                    torch.autograd.backward(*zip(*pairs.values()))
-
-            done = workers.submit(backward)
-            if upcoming is not None:
-                self.queued = (upcoming, workers.submit(self.augmenter(upcoming)))
-            for f in done:
-                f.result()
-            workers.merge_bn()  # after the backward passes, which check that the statistics they saved are unchanged
-            self.opt.step()
-            self.tau = model.update_target(self.step, self.total)
-        self.step += 1
-        return terms
-
-
-def lookahead(batches):
-    """(batch, the next batch or None) pairs, for ``Stepper.__call__``'s ``upcoming``."""
-    return itertools.pairwise(itertools.chain(batches, [None]))
-
-
-class SupervisedStepper(Stepper):
-    """The supervised baseline's step: the SSL step's permutation, views, optimizer and schedule, with the
-    permuted images' labels."""
-
-    def __init__(self, model: Baseline, cfg: DictConfig, data, device: torch.device, n_train: int):
-        if data.ssl_y is None:
-            raise ConfigError(f"data {cfg.data.name} has no labels for its training images; the supervised "
-                              f"baseline needs a labelled training split")
-        super().__init__(model, cfg, data, device, n_train)
-        self.labels = data.ssl_y
-
-    def batch(self, images, idx):
-        return images[idx], self.labels[idx]
-
-    def __call__(self, batch, upcoming=None) -> torch.Tensor:
-        images, labels = batch
-        with stage("aug"):
-            views = two_views(images, self.cfg.aug, self.size, self.mean, self.std, self.colour)
-        return self.update(*views, labels)
-
-
 @torch.no_grad()
 def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
     """Batch norm running statistics of a never-trained encoder, from forward passes over the labelled training
@@ -342,28 +133,6 @@ def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
           cfg.eval.batch_size, batch_stats=True)
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
-
-
-def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
-    """channels_last for the model and its inputs (``train.channels_last=auto``: CUDA, or bf16 on a CPU)."""
-    on = channels_last(cfg.train.channels_last, device, resolve(cfg.train.precision, device))
-    return torch.channels_last if on else torch.contiguous_format
-
-
-def build_runner(cfg: DictConfig, data, device: torch.device) -> tuple[JointEmbedding | Baseline, Stepper]:
-    """The model and its training step, as ``train`` uses them (also used by ``ablate.bench``); a baseline
-    (``method.baseline``) gets its own model and, when supervised, a step with labels."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    baseline = cfg.method.get("baseline")
-    model = Baseline(cfg, data.num_classes) if baseline else JointEmbedding(cfg)
-    if D.world()[1] > 1:
-        model = D.sync_batchnorm(model, device)
-    model = model.to(device, memory_format=memory_format(cfg, device))
-    stepper = SupervisedStepper if baseline == "supervised" else Stepper
-    return model, stepper(model, cfg, data, device, len(data.ssl_x))
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -484,7 +253,7 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
         if writer:
             metrics_path.write_text("")
         return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
-    diff = _config_diff(upgrade_config(ckpt["config"]), _resumable_config(cfg))
+    diff = config_diff(upgrade_config(ckpt["config"]), resumable_config(cfg))
     if diff:
         raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
                           f"run the same command to resume, or choose another hydra.run.dir")
@@ -520,7 +289,7 @@ def checkpoint_state(state: RunState, model: JointEmbedding, stepper: "Stepper",
         "lr": stepper.lr, "tau": stepper.tau, "model": model.state_dict(), "opt": stepper.opt.state_dict(),
         "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "last": state.last, "streak": state.streak,
         "stopped_early": state.stopped_early, "wall_s": time.time() - state.t_start,
-        "config": _resumable_config(cfg), "logger_id": state.logger_id, "processes": D.world()[1],
+        "config": resumable_config(cfg), "logger_id": state.logger_id, "processes": D.world()[1],
         "z_scale_init": state.z_scale_init,
     }
 

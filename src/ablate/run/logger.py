@@ -12,7 +12,7 @@ import uuid
 
 from omegaconf import OmegaConf
 
-from .config import TECHNIQUES, techniques
+from ..config import TECHNIQUES, techniques
 
 log = logging.getLogger("ablate")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import AblateError, ConfigError
+from ..errors import AblateError, ConfigError
 from .summary import finished_summary
 
 LOCK = ".ablate.lock"
@@ -98,7 +98,7 @@ def upgrade_config(config: dict) -> dict:
         config["stop_grad"].pop("branch", None)
     if isinstance(config.get("train"), dict):
         config["train"].setdefault("compile_aug", False)  # augmentation was eager before the switch existed
-        config["train"].pop("view_parallel", None)  # scheduling, not what is trained (train._resumable_config)
+        config["train"].pop("view_parallel", None)  # scheduling, not what is trained (rundir.resumable_config)
     return config
 
 
@@ -120,14 +120,13 @@ def _stored_config(run_dir: Path) -> dict | None:
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> str | None:
     """Read-only: None when ``cfg`` may train (or resume) in ``run_dir``; the line to print when it holds the
     same config's finished run (skip). ConfigError when it holds another config's run, finished or not."""
-    from .train import _config_diff, _resumable_config
 
     if not run_dir.is_dir():
         return None
     finished = finished_summary(run_dir / "summary.json", keep_copy=False)
     stored = _stored_config(run_dir) if finished is not None or (run_dir / "checkpoint.pt").exists() \
         or (run_dir / "checkpoint.prev.pt").exists() else None
-    diff = _config_diff(stored, _resumable_config(cfg)) if stored is not None else []
+    diff = config_diff(stored, resumable_config(cfg)) if stored is not None else []
     keys = "; ".join(diff[:4]) + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
     if finished is not None:
         if diff:
@@ -139,3 +138,19 @@ def check_run_dir(run_dir: Path, cfg: DictConfig) -> str | None:
         raise ConfigError(f"{run_dir} holds an unfinished run of another config ({keys}); nothing was changed: "
                           f"run that command to resume it, or choose another hydra.run.dir")
     return None
+
+
+def config_diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in config_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def resumable_config(cfg) -> dict:
+    """The config a checkpoint must match; where logs go does not change what is trained, nor does how a CPU
+    step is scheduled (``train.view_parallel``, which like the thread count changes only the rounding)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c.pop("logger", None)
+    c.pop("checkpoint", None)
+    return upgrade_config(c)

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import __version__
-from .augment import crop_boxes, eval_view, normalize_float, resized_crop_flip
-from .data import DataError, load_data
-from .models import embed
-from .optim import build_optimizer, lr_at, param_groups, set_lr
-from .runs import RunError, load_model, load_run
+from .. import __version__
+from ..augment import crop_boxes, eval_view, normalize_float, resized_crop_flip
+from ..data import DataError, load_data
+from ..models import embed
+from ..optim import build_optimizer, lr_at, param_groups, set_lr
+from ..run.finished import RunError, load_model, load_run
 
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
                           feature_bn=not args.no_feature_bn)
     except (RunError, DataError) as e:
         return fail(str(e))
-    from .summary import write_json
+    from ..run.summary import write_json
 
     out = args.out or args.run_dir / "linear_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ so a kill at any moment leaves at least one complete checkpoint behind.
 """
 
 import errno
-import hashlib
 import io
 import logging
 import os
@@ -16,34 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
-from .summary import atomic_write
+from ..errors import CheckpointError
+from ..files import atomic_write, seal, unseal
 
 log = logging.getLogger("ablate")
 CURRENT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
-TRAILER = b"\nABLATE-SHA256:"
-DIGEST_LEN = 64
 
-
-KEEP = ("last", "none", "all")
-
-
-def seal(payload: bytes) -> bytes:
-    """``payload`` followed by the trailer with its SHA-256 (checkpoints and data caches)."""
-    return payload + TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-
-
-def unseal(data: bytes) -> bytes:
-    """The payload of ``seal``'s output; ValueError when the trailer is missing or the digest does not match."""
-    cut = data.rfind(TRAILER)
-    if cut < 0:
-        raise ValueError("no integrity trailer (truncated, or not written by ablate)")
-    payload, digest = data[:cut], data[cut + len(TRAILER):].strip()
-    if len(digest) != DIGEST_LEN:
-        raise ValueError("truncated integrity trailer")
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
-        raise ValueError("checksum mismatch (corrupted)")
-    return payload
 
 
 def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from . import __version__
-from .models import build_backbone, mlp, scaled
-from .runs import RunError, load_run
+from .. import __version__
+from ..models import build_backbone, mlp, scaled
+from ..run.finished import RunError, load_run
 
 BUILD = {
     "small_cnn": "ablate.models.SmallCNN(widths={widths})",

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .augment import eval_view, two_views
-from .checkpoint import load_checkpoint
-from .data import load_data
-from .diagnostics import class_share, cone, view_agreement
-from .dist import pick_device
-from .errors import AblateError
-from .method import JointEmbedding
-from .models import embed
+from ..augment import eval_view, two_views
+from ..data import load_data
+from ..diagnostics import class_share, cone, view_agreement
+from ..errors import AblateError
+from ..method import JointEmbedding
+from ..models import embed
+from ..run.checkpoint import load_checkpoint
+from ..run.dist import pick_device
 
 HEADER = ("| run | epoch | ‖mean‖ / spread | min cos to mean | top direction: variance share, abs cos to mean "
           "| views agree: all, top direction | class share |")

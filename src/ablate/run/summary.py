@@ -4,36 +4,14 @@ Read by ``train`` (is this directory's run finished?), the CLI (the summary of a
 """
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..files import atomic_write, write_json, write_text  # noqa: F401  (the run files' writers)
 
 SCHEMA = 1
 FINISHED = ("complete", "diverged")
 STATUSES = (*FINISHED, "failed")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None], previous: Path | None = None) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then move it into place: a reader never sees half
-    a file, and a crash leaves the old one intact (kept as ``previous`` when given)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def failure_summary(error: str, method: str | None, techniques: dict, seed, baseline: str | None = None) -> dict:

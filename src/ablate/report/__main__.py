@@ -1,0 +1,3 @@
+from ablate.report import main
+
+main()
