@@ -3,6 +3,7 @@ before any training."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,27 @@ def test_bad_input_is_one_line_before_training(tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ablate: error: ") and message in lines[0], r.stderr
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_help_describes_the_tool_with_examples_and_writes_nothing(tmp_path):
+    from ablate.run.cli import check_overrides
+
+    r = run_ablate("--help", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert text.startswith("ablate: ") and "collapse" in text and "powered by Hydra" not in text
+    for switch in ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov", "reg_geometry"):
+        assert re.search(rf"^ +{switch} ", text, re.M), switch  # described in the switch list
+        assert re.search(rf"^{switch}: ", text, re.M), switch  # and its options, from the config tree
+    assert re.search(r"^reg_geometry: auto, raw, sphere$", text, re.M)
+    examples = [line.split("   ")[0].split()[3:] for line in text.splitlines() if line.startswith("  python -m ablate +")]
+    assert ["+method=simsiam", "~predictor"] in examples and len(examples) >= 4
+    for args in examples:
+        check_overrides(args)  # every example is a valid command line
+    assert list(tmp_path.iterdir()) == []  # no run directory, no outputs/
+    r = run_ablate("--hydra-help", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "--hydra-help" in r.stdout and "Hydra (" in r.stdout, r.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sweep_over_a_switch_with_none(tmp_path):
