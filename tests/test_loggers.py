@@ -65,6 +65,30 @@ def test_tensorboard_has_every_field_as_a_scalar_and_one_curve_after_a_resume(cf
         assert [e.step for e in events] == [1, 2, 3], key  # the first epoch-3 point was purged
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
     assert acc.Scalars("final/linear_top1")[0].value == pytest.approx(summary["metrics"]["linear_top1"], rel=1e-6)
+    hp = tensorboard_hparams(acc)
+    switches = {t: "on" if on else "off" for t, on in summary["techniques"].items()}
+    assert hp["session"] == {**switches, "method": "vicreg", "reg_geometry": summary["reg_geometry"],
+                             "data": "shapes", "backbone": summary["backbone"], "seed": 0, "epochs": 3,
+                             "batch_size": summary["batch_size"], "embedding_dim": summary["embedding_dim"],
+                             "device": "cpu", "precision": summary["precision"],
+                             "channels_last": str(summary["channels_last"]).lower(),
+                             "view_parallel": str(summary["view_parallel"]).lower(),
+                             "compile": "false", "compile_aug": "false"}
+    assert hp["session"]["var"] == "on" and hp["session"]["ema"] == "off"
+    assert {"final/linear_top1", "final/knn_top1", "final/rank_z"} <= hp["metrics"] <= tags  # charted against runs
+
+
+def tensorboard_hparams(acc) -> dict:
+    """The hparams a run recorded (name -> value) and the metric tags its experiment charts."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")
+    data = {k: plugin_data_pb2.HParamsPluginData.FromString(v) for k, v in content.items()}
+    start = data["_hparams_/session_start_info"].session_start_info
+    session = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    metrics = {m.name.tag for m in data["_hparams_/experiment"].experiment.metric_infos}
+    return {"session": {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in session.items()},
+            "metrics": metrics}
 
 
 @pytest.mark.parametrize("name", ["csv", "tensorboard"])

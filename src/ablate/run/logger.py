@@ -171,7 +171,8 @@ def _value(text: str):
 
 class TensorBoardLogger(_Guarded):
     """TensorBoard event files in ``<run dir>/tensorboard`` (or ``logger.dir``): each metrics.jsonl field as a
-    scalar of the same name at step = epoch, the final metrics as ``final/<name>`` and the verdict as text.
+    scalar of the same name at step = epoch, the final metrics as ``final/<name>``, the verdict as text and the
+    switches and settings as hparams (``run_hparams``).
     A resumed run purges the events after its checkpoint's epoch, so TensorBoard shows one curve."""
 
     name, run_id = "tensorboard", None
@@ -206,8 +207,34 @@ class TensorBoardLogger(_Guarded):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.writer.add_scalar(f"final/{k}", v, global_step=step)
         self.writer.add_text("verdict", f"{summary.get('verdict')}: {summary.get('verdict_reason')}", global_step=step)
+        self._hparams(summary, step)
         self.writer.close()
         self.on = False
+
+    def _hparams(self, summary, step):
+        """The run's switches and key settings in TensorBoard's HParams dashboard, against its ``final/``
+        metrics, in this run's own event file (``add_hparams`` would open a directory of its own)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {f"final/{k}": v for k, v in summary.get("metrics", {}).items() if k in HPARAM_METRICS}
+        for s in hparams(run_hparams(summary), metrics):
+            self.writer.file_writer.add_summary(s, global_step=step)
+
+
+# What the HParams dashboard compares runs by: the six switches, where var/cov act, and the settings that
+# change the computation; the metrics it sets against them.
+HPARAM_KEYS = ("method", "reg_geometry", "data", "backbone", "seed", "epochs", "batch_size", "embedding_dim",
+               "device", "precision", "channels_last", "view_parallel", "compile", "compile_aug")
+HPARAM_METRICS = ("knn_top1", "linear_top1", "z_std", "z_scale", "rank_z", "rank_h")
+
+
+def run_hparams(summary: dict) -> dict:
+    """A summary's switches (``ema`` ... ``cov``: "on" or "off", as the wandb tags say; TensorBoard would show a
+    boolean as 1.0 or 0.0) and key settings, as TensorBoard's hparams take them (str, int or float; a boolean
+    setting becomes "true" or "false", a missing value "none")."""
+    out = {t: "on" if on else "off" for t, on in summary.get("techniques", {}).items()}
+    out.update({k: summary.get(k) for k in HPARAM_KEYS})
+    return {k: "none" if v is None else str(v).lower() if isinstance(v, bool) else v for k, v in out.items()}
 
 
 LOGGERS = {"wandb": WandbLogger, "tensorboard": TensorBoardLogger, "csv": CsvLogger}
