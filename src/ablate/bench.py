@@ -84,7 +84,8 @@ def table(title: str, rows: list[tuple]) -> None:
 
 def reference_threads(args, device) -> int:
     """Torch threads of a DataLoader side's main process: ``--ref-threads``, or on a CPU the cores its
-    workers leave (at least one), the setting that ran the epoch's reference fastest (docs/performance.md)."""
+    workers leave (at least one), the setting that ran the epoch's reference fastest (docs/performance.md, "The
+    reference at its best")."""
     if args.ref_threads:
         return args.ref_threads
     if device.type != "cpu":
@@ -552,7 +553,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-kornia", action="store_true", help="skip the kornia side of aug")
     p.add_argument("--no-reference", action="store_true", help="epoch: time the runner only (GPU script)")
     p.add_argument("--fma-units", type=int, default=2, help="profile, epoch: FMA units per core for the peak (2 for recent "
-                                                            "x86 server cores, docs/performance.md)")
+                                                            "x86 server cores; docs/performance.md, The peak)")
     args = p.parse_intermixed_args(argv)
     bad = [o for o in args.overrides if "=" not in o and not o.startswith("~")]
     if bad:

@@ -4,7 +4,7 @@ resolved for the device.
 bf16 autocast pays only where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, CPUs with
 AVX512_BF16 or AMX (x86) or FEAT_BF16 (Arm). Elsewhere torch emulates it and it is slower than fp32, so
 ``auto`` falls back to fp32 there. Autocast covers the encoder, heads and predictor; the loss terms, the
-diagnostics, the EMA update and the linear probe run in fp32 (docs/performance.md).
+diagnostics, the EMA update and the linear probe run in fp32 (docs/performance.md, "bf16 only where native").
 """
 
 import functools
@@ -77,13 +77,13 @@ def resolve(precision: str, device: torch.device, flags: set[str] | None = None)
 
 def channels_last(value, device: torch.device, precision: str) -> bool:
     """``auto``: on for CUDA and CPUs (cuDNN and oneDNN convolutions run faster in NHWC, in fp32 and bf16;
-    docs/performance.md), off elsewhere (MPS)."""
+    docs/performance.md, "Channels last"), off elsewhere (MPS)."""
     if value == "auto":
         return device.type in ("cuda", "cpu")
     return bool(value)
 
 
-# Views a run must augment for ``auto`` to compile: on the 2-core CPU of docs/performance.md the fused colour ops
+# Views a run must augment for ``auto`` to compile (docs/performance.md, "The compile switches"): the fused colour ops
 # save about 16 us a view, so 100k views repay about a compile from inductor's cache (1.7-1.9 s), not a cold
 # one (about 12 s).
 COMPILE_AUG_MIN_IMAGES = 100_000
@@ -114,7 +114,7 @@ def deterministic_kernels() -> None:
     """``train.deterministic`` on a CPU: deterministic kernels, without the NaN fill of every new tensor that
     torch adds to them (``torch.utils.deterministic.fill_uninitialized_memory``). The fill only exposes ops that
     read memory they never wrote, changes no result (``tests/test_cli.py``) and costs a write pass over every
-    new tensor (docs/performance.md)."""
+    new tensor (docs/performance.md, "Deterministic kernels without the NaN fill")."""
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False
 

@@ -7,7 +7,7 @@ run between them. The computation is the sequential step's: the workers share th
 gradients add up in them (two terms, so in either order to the bit), and batch norm's running statistics, which
 every forward in training mode updates, are merged in view order (``merge_bn``). Given the next batch, each
 worker augments its view of it while the main thread steps the optimizer (``Stepper.split_step``). Why and how
-much it pays: docs/performance.md.
+much it pays: docs/performance.md, "Views in parallel" and "The lookahead".
 """
 
 import copy
