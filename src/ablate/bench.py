@@ -9,7 +9,7 @@ plain loop's.
            with every core as a worker (its main process on the cores they leave), and vs kornia's per-sample
            augmentation (same recipe, same images); the suite's colour ops as a run of the config gets them
            (``train.compile_aug``), and eager too
-    step   the runner's training step (ablate.train.Stepper) vs a bare loop doing the same augmentation,
+    step   the runner's training step (ablate.run.step.Stepper) vs a bare loop doing the same augmentation,
            forward, backward and optimizer step on the same model and batch
     epoch  an end-to-end two-view epoch of the runner vs the peer-library loop (torchvision transforms in a
            DataLoader, then the same model, optimizer and batch size; its main process on the cores its

@@ -1,4 +1,4 @@
-"""``python -m ablate.export RUN_DIR --out backbone.pt [--projector]``: a run's backbone as a plain state_dict.
+"""``python -m ablate.tools.export RUN_DIR --out backbone.pt [--projector]``: a run's backbone as a plain state_dict.
 
 Reads the run's newest ``checkpoint.pt`` and writes the online backbone's weights (``online.backbone.*`` of
 the checkpoint, prefix removed) so that ``load_state_dict(..., strict=True)`` takes them into a freshly
@@ -85,7 +85,7 @@ def export(run_dir: Path, out: Path, projector: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ablate.export",
+    ap = argparse.ArgumentParser(prog="python -m ablate.tools.export",
                                  description="Export a run's backbone as a plain state_dict.")
     ap.add_argument("run_dir", type=Path, help="run directory (holds checkpoint.pt)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default RUN_DIR/backbone.pt)")

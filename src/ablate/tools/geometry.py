@@ -1,4 +1,4 @@
-"""``python -m ablate.geometry RUN_DIR [RUN_DIR ...]``: what a run's embeddings collapsed into.
+"""``python -m ablate.tools.geometry RUN_DIR [RUN_DIR ...]``: what a run's embeddings collapsed into.
 
 The verdict says whether a run collapsed; this says into what, from the run's last checkpoint: how far the
 embeddings sit from the origin against their spread, how close they lie to one ray, how much of their
@@ -85,7 +85,7 @@ def row(name: str, g: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ablate.geometry", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m ablate.tools.geometry", description=__doc__.split("\n\n")[1])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories (each with checkpoint.pt)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the two augmented views (default 0)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")

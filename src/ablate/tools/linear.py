@@ -1,4 +1,4 @@
-"""``python -m ablate.linear RUN_DIR``: the standard offline linear evaluation of a run's frozen backbone.
+"""``python -m ablate.tools.linear RUN_DIR``: the standard offline linear evaluation of a run's frozen backbone.
 
 A linear classifier on the frozen backbone (eval mode: batch norm uses its running statistics), trained on
 random-resized-crop + horizontal-flip views of every labelled training image (drawn batch by batch on the
@@ -123,7 +123,7 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ablate.linear", description="Offline linear evaluation of a "
+    ap = argparse.ArgumentParser(prog="python -m ablate.tools.linear", description="Offline linear evaluation of a "
                                  "run's frozen backbone; writes linear_eval.json.")
     ap.add_argument("run_dir", type=Path, help="run directory (holds checkpoint.pt)")
     ap.add_argument("--epochs", type=int, default=100)
