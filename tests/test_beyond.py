@@ -3,18 +3,20 @@ independent implementations written here (the official Barlow Twins main.py forw
 -log softmax over the 2n - 1 others), each switch changing what it names, the presets, the verdict in each
 method's geometry, and 1 process == 2 processes under torchrun."""
 
+import itertools
 import math
 import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY
 from test_dist import BATCH, TOL, WORKER
 
-from ablate.config import ConfigError, check_config, switches, techniques
+from ablate.config import TECHNIQUES, ConfigError, check_config, switches, techniques
 from ablate.diagnostics import CollapseMonitor, default_thresholds, standardized_std, verdict
 from ablate.losses import (
     INVARIANCE,
@@ -26,6 +28,7 @@ from ablate.losses import (
     xcorr_offdiagonal,
 )
 from ablate.method import JointEmbedding
+from ablate.report import CSV_FIELDS, factorial
 
 
 def official_barlow(z1, z2, lambd):
@@ -270,3 +273,58 @@ def test_two_gloo_processes_match_one_process_for_simclr_and_barlow(tmp_path):
                 torch.testing.assert_close(b["state"][key], value, **TOL, msg=lambda m, k=key, w=method: f"{w}: {k}: {m}")
             torch.testing.assert_close(c["state"][key], b["state"][key], rtol=0, atol=0)
 
+
+def _beyond_csv(seeds=(0, 1)) -> pd.DataFrame:
+    """runs.csv rows of a 2^3 sub-factorial on SimSiam SG only (no predictor, no BN) over predictor, negatives
+    and var: collapse iff all three are off; a collapsed run probes at 10%, a healthy one at 50% (+10 with
+    negatives)."""
+    rows = []
+    for pred, neg, var in itertools.product((True, False), repeat=3):
+        for seed in seeds:
+            collapsed = not (pred or neg or var)
+            rows.append({"dir": f"d/{pred},{neg},{var},seed={seed}", "method": "simsiam", "ema": False,
+                         "stop_grad": True, "predictor": pred, "batchnorm": False, "var": var, "cov": False,
+                         "negatives": neg, "xcorr": False, "seed": seed, "status": "complete",
+                         "verdict": "collapse" if collapsed else "ok",
+                         "linear_top1": 10.0 if collapsed else 50.0 + 10 * neg})
+    return pd.DataFrame(rows)
+
+
+def test_a_sub_factorial_over_new_and_old_switches():
+    runs = factorial.outcomes(_beyond_csv(), ("predictor", "negatives", "var"))
+    assert list(runs.columns[:3]) == ["predictor", "negatives", "var"] and len(runs) == 16
+    eff = factorial.main_effects(runs)
+    assert list(eff.index) == ["predictor", "negatives", "var"] and list(eff["pairs"]) == [4] * 3
+    # negatives off: 1 of the 4 combinations (all off) collapses, in both seeds
+    assert (eff.loc["negatives", "collapsed_on"], eff.loc["negatives", "collapsed_off"]) == (0, 2)
+    assert eff.loc["negatives", "effect"] == pytest.approx(-0.25)
+    assert eff.loc["negatives", "linear_on"] == pytest.approx(60.0)
+    assert factorial.minimal_sets(runs, on=True) == [(("predictor",), 8), (("negatives",), 8), (("var",), 8)]
+    assert factorial.minimal_sets(runs, on=False) == [(("predictor", "negatives", "var"), 2)]
+    inter, count = factorial.interactions(runs)
+    assert inter.shape == (3, 3) and count.loc["negatives", "var"] == 2
+    md = factorial.markdown(runs)
+    assert "16 finished runs cover 8 of the 8 switch combinations" in md
+    assert "Every run collapsed when `predictor` and `negatives` and `var` were all off (2 runs)" in md
+    # without --switches: the six of Table 4
+    six = factorial.outcomes(_beyond_csv())
+    assert list(six.columns[:6]) == list(TECHNIQUES)
+
+
+def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, capsys):
+    from test_factorial import fixture_csv
+
+    old = fixture_csv()
+    assert "negatives" not in old
+    runs = factorial.outcomes(old, ("predictor", "negatives", "var"))
+    assert not runs["negatives"].any()
+    assert "Held fixed in every run (no effect measured): `negatives`" in factorial.markdown(runs)
+    path = tmp_path / "runs.csv"
+    _beyond_csv().to_csv(path, index=False)
+    factorial.main([str(path), "--switches", "predictor,negatives,var"])
+    assert "| `negatives` | 4 | 0 / 8 | 2 / 8 | -0.25 | 60.0 |" in capsys.readouterr().out
+    for bad in ("predictor,negatives,nope", "var,var", ""):
+        with pytest.raises(SystemExit):
+            factorial.main([str(path), "--switches", bad])
+        assert "name each switch once" in capsys.readouterr().err
+    assert {"negatives", "xcorr"} <= set(CSV_FIELDS)  # the report writes the columns the factorial reads
