@@ -328,3 +328,23 @@ def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, cap
             factorial.main([str(path), "--switches", bad])
         assert "name each switch once" in capsys.readouterr().err
     assert {"negatives", "xcorr"} <= set(CSV_FIELDS)  # the report writes the columns the factorial reads
+
+
+def test_the_beyond_table4_sweep_is_its_42_cells_per_seed():
+    from test_experiments import compose_all, expand
+
+    jobs = expand("beyond_table4")
+    assert len(jobs) == 14 * 3 * 3
+    cfgs = compose_all("beyond_table4", [j for j in jobs if "seed=0" in j])
+    got = {(c.method.name, *(int(v) for v in switches(c).values())) for c in cfgs}
+    assert len(cfgs) == len(got) == 42  # every cell a different computation
+    for c in cfgs:
+        check_config(c)
+        assert (c.train.epochs, c.data.name, c.model.head_width_mult) == (15, "shapes", 0.25)  # table_cpu
+    methods = {c.method.name for c in cfgs}
+    assert methods == {"simclr", "barlowtwins", "simsiam", "vicreg"}
+    # the new terms are given only to Table 4's rows that collapse without a regularizer
+    for c in cfgs:
+        on = switches(c)
+        if c.method.name in ("simsiam", "vicreg") and (on["negatives"] or on["xcorr"]):
+            assert not on["predictor"] and not on["batchnorm"]

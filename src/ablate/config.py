@@ -187,8 +187,8 @@ def _check_training(cfg: DictConfig) -> None:
     if not isinstance(bs, int) or bs < 1:
         raise ConfigError(f"train.batch_size={bs} must be a positive integer")
     if (on["var"] or on["cov"] or on["xcorr"] or cfg.method.get("invariance") == "barlow_diag") and bs < 2:
-        raise ConfigError(f"train.batch_size={bs} is too small for the var/cov/xcorr terms (a std and a covariance "
-                          f"over the batch need at least 2 samples); set train.batch_size>=2")
+        raise ConfigError(f"train.batch_size={bs} is too small for the var/cov terms and the cross-correlation (a "
+                          f"std and a covariance over the batch need at least 2 samples); set train.batch_size>=2")
     if on["batchnorm"] and bs < 2:
         raise ConfigError(f"train.batch_size={bs} is too small for batch norm; set train.batch_size>=2 "
                           f"or batchnorm=none")
