@@ -69,9 +69,11 @@ def test_nan_loss_stops_with_diverged_summary(tmp_path):
 
 
 BAD = [
-    (["~predictor"], "no method chosen; add +method=NAME with NAME one of: byol, random, simsiam, supervised, vicreg"),
+    (["~predictor"], "no method chosen; add +method=NAME with NAME one of: barlowtwins, byol, random, simclr, "
+                     "simsiam, supervised, vicreg"),
     (["+method=simsiam", "predictor=transformer"], "unknown option 'transformer' for predictor; choose one of: mlp, none"),
-    (["+method=simcrl"], "unknown option 'simcrl' for method; choose one of: byol, random, simsiam, supervised, vicreg"),
+    (["+method=simcrl"], "unknown option 'simcrl' for method; choose one of: barlowtwins, byol, random, simclr, "
+                         "simsiam, supervised, vicreg"),
     (["+method=vicreg", "var.weight=-1"], "var.weight=-1 must be finite and >= 0"),
     (["+method=vicreg", "cov.weight=nan"], "cov.weight=nan must be finite and >= 0"),
     (["+method=byol", "method.inv_weight=inf"], "method.inv_weight=inf must be finite and >= 0"),

@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_public_api_is_listed():
     assert set(diagnostics.__all__) == {"CollapseMonitor", "embedding_std", "embedding_scale", "rankme", "spectrum",
-                                        "verdict"}
+                                        "standardized_std", "verdict"}
     for name in diagnostics.__all__:
         assert f"``{name}" in diagnostics.__doc__
 

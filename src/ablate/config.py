@@ -8,8 +8,10 @@ from omegaconf import DictConfig
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "TECHNIQUES", "check_config", "conf_dir", "group_options", "groups", "techniques"]
-TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")
+__all__ = ["ConfigError", "SWITCHES", "TECHNIQUES", "check_config", "conf_dir", "group_options", "groups", "switches",
+           "techniques"]
+TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")  # VICReg Table 4's six
+SWITCHES = (*TECHNIQUES, "negatives", "xcorr")  # and two beyond it: SimCLR's negatives, Barlow Twins' xcorr
 BASELINES = ("random", "supervised")
 KEEP = ("last", "none", "all")  # checkpoint.keep
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
@@ -31,6 +33,11 @@ def groups() -> list[str]:
 def techniques(cfg: DictConfig) -> dict[str, bool]:
     """A technique is on when its config group is present and not ``none``."""
     return {t: cfg.get(t) is not None for t in TECHNIQUES}
+
+
+def switches(cfg: DictConfig) -> dict[str, bool]:
+    """``techniques`` and the switches beyond Table 4 (negatives, xcorr), on when present and not ``none``."""
+    return {t: cfg.get(t) is not None for t in SWITCHES}
 
 
 def _finite_nonneg(value, name: str) -> None:
@@ -111,6 +118,7 @@ def _check_switches(cfg: DictConfig) -> None:
     for t in ("var", "cov"):
         if on[t]:
             _finite_nonneg(cfg[t].weight, f"{t}.weight")
+    _check_beyond(cfg)
     if on["var"]:
         _finite_nonneg(cfg.var.gamma, "var.gamma")
         _finite_nonneg(cfg.var.eps, "var.eps")
@@ -126,14 +134,37 @@ def _check_switches(cfg: DictConfig) -> None:
             _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
 
 
+def _positive(value, name: str, hint: str) -> None:
+    _finite_nonneg(value, name)
+    if float(value) <= 0:
+        raise ConfigError(f"{name}={value} must be > 0; {hint}")
+
+
+def _check_beyond(cfg: DictConfig) -> None:
+    """The switches beyond Table 4 and the invariances that take a parameter (NT-Xent's temperature)."""
+    from .losses import INVARIANCE_PARAMS
+
+    m = cfg.method
+    for k in INVARIANCE_PARAMS.get(m.invariance, ()):
+        if m.get(k) is None:
+            raise ConfigError(f"method.invariance={m.invariance} needs method.{k}; set method.{k}=0.2 (SimCLR)")
+        _positive(m[k], f"method.{k}", "SimCLR's CIFAR value is 0.2")
+    if cfg.get("negatives") is not None:
+        _finite_nonneg(cfg.negatives.weight, "negatives.weight")
+        _positive(cfg.negatives.temperature, "negatives.temperature", "SimCLR's CIFAR value is 0.2")
+    if cfg.get("xcorr") is not None:
+        _finite_nonneg(cfg.xcorr.weight, "xcorr.weight")
+        _finite_nonneg(cfg.xcorr.lambd, "xcorr.lambd")
+
+
 def _check_baseline(cfg: DictConfig) -> None:
     """A baseline run (+method=random|supervised) takes no switch, and the supervised one needs labels."""
 
-    b, on = cfg.method.baseline, techniques(cfg)
+    b, on = cfg.method.baseline, switches(cfg)
     if b not in BASELINES:
         raise ConfigError(f"method.baseline={b} is unknown; choose one of: {', '.join(BASELINES)}")
     if any(on.values()):
-        raise ConfigError(f"the {b} baseline takes no switch; drop {', '.join(t for t in TECHNIQUES if on[t])}")
+        raise ConfigError(f"the {b} baseline takes no switch; drop {', '.join(t for t in SWITCHES if on[t])}")
     d = cfg.data
     unlabelled = {"folder": ("data.stream=true", "data.stream=false"),
                   "stl10": (f"data.ssl_split={d.get('ssl_split')}", "data.ssl_split=train")}.get(d.name)
@@ -147,7 +178,7 @@ def _check_training(cfg: DictConfig) -> None:
     from .models import BACKBONES
     from .optim import OPTIMIZERS
 
-    on = techniques(cfg)
+    on = switches(cfg)
     _finite_nonneg(cfg.optim.lr, "optim.lr")
     _finite_nonneg(cfg.optim.weight_decay, "optim.weight_decay")
     if cfg.optim.name not in OPTIMIZERS:
@@ -155,9 +186,9 @@ def _check_training(cfg: DictConfig) -> None:
     bs = cfg.train.batch_size
     if not isinstance(bs, int) or bs < 1:
         raise ConfigError(f"train.batch_size={bs} must be a positive integer")
-    if (on["var"] or on["cov"]) and bs < 2:
-        raise ConfigError(f"train.batch_size={bs} is too small for the var/cov terms (a std and a covariance "
-                          f"over the batch need at least 2 samples); set train.batch_size>=2")
+    if (on["var"] or on["cov"] or on["xcorr"] or cfg.method.get("invariance") == "barlow_diag") and bs < 2:
+        raise ConfigError(f"train.batch_size={bs} is too small for the var/cov terms and the cross-correlation (a "
+                          f"std and a covariance over the batch need at least 2 samples); set train.batch_size>=2")
     if on["batchnorm"] and bs < 2:
         raise ConfigError(f"train.batch_size={bs} is too small for batch norm; set train.batch_size>=2 "
                           f"or batchnorm=none")

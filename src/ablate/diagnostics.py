@@ -4,9 +4,11 @@ Public API, usable on embeddings from any training loop (tensors [n, d]):
 
 - ``embedding_std(z)``: std of l2-normalized embeddings (SimSiam's monitor); about 1/sqrt(d) when isotropic.
 - ``embedding_scale(z)``: raw spread sqrt(mean_j Var z_j); sees a collapse onto the origin.
+- ``standardized_std(z)``: std of z as Barlow Twins' BatchNorm1d(affine=False) outputs it; 1 unless a
+  dimension's variance falls below BN's eps. ``rankme(standardize(z))`` is the rank of its correlation matrix.
 - ``rankme(z)``: RankMe effective rank (Garrido et al. 2023).
 - ``spectrum(z)``: sorted eigenvalues of the embedding covariance.
-- ``verdict(metrics, d, n, thresholds, scale_free)``: ``ok``, ``dimensional_collapse``, ``collapse`` or
+- ``verdict(metrics, d, n, thresholds, scale_free, standardized)``: ``ok``, ``dimensional_collapse``, ``collapse`` or
   ``diverged``, with the reason.
 - ``CollapseMonitor``: accumulates the newest embeddings batch by batch and reports all of the above.
 """
@@ -18,7 +20,9 @@ from importlib import resources
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CollapseMonitor", "embedding_scale", "embedding_std", "rankme", "spectrum", "verdict"]
+from .losses import standardize
+
+__all__ = ["CollapseMonitor", "embedding_scale", "embedding_std", "rankme", "spectrum", "standardized_std", "verdict"]
 
 KNN_PROTOCOL = ("kNN top-1 on the held-out set: k={k}, cosine similarity of frozen backbone features "
                 "(eval view, no augmentation), votes weighted by exp(sim/{t}) (InstDisc / solo-learn), "
@@ -40,6 +44,20 @@ def embedding_scale(z: torch.Tensor) -> torch.Tensor:
     unlike ``embedding_std`` it also sees embeddings shrinking onto the origin, where normalizing them
     would blow their residual noise back up to unit length."""
     return z.float().var(dim=0).mean().sqrt()
+
+
+def standardized_std(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Std over the batch of each dimension of z as Barlow Twins' loss sees it, BatchNorm1d(affine=False)'s
+    output (losses.standardize), averaged over dimensions: sqrt(Var z_j / (Var z_j + eps)) with the biased
+    variance. 1 for any spread well above BN's eps, whatever its size; 0 as it falls below eps, where the
+    standardization zeroes the dimension and the cross-correlation C (so the loss's signal) vanishes."""
+    var = z.double().var(dim=0, unbiased=False)
+    return (var / (var + eps)).sqrt().mean().float()
+
+
+def standardized_metrics(z: torch.Tensor) -> dict:
+    """``z_bn_std`` and ``rank_z_bn``: the spread and RankMe of z standardized as Barlow Twins' loss sees it."""
+    return {"z_bn_std": float(standardized_std(z)), "rank_z_bn": float(rankme(standardize(z.double())))}
 
 
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -136,17 +154,25 @@ def linear_probe(train_h, train_y, test_h, test_y, num_classes: int, epochs: int
         return (head(test_h).argmax(1) == test_y).float().mean().item()
 
 
-def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) -> tuple[str, str]:
+def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True,
+            standardized: bool = False) -> tuple[str, str]:
     """Label-free verdict from the final diagnostics; thresholds are the config's ``verdict`` node.
 
     ``collapse``: every image mapped to nearly one vector, read in the geometry the invariance compares: the
-    std of l2-normalized embeddings for the cosine losses (``scale_free``), the raw spread against its value at
-    initialization for VICReg's MSE (else the normalized std). ``dimensional_collapse``: RankMe(z) below a
-    share of min(d, n). Why each test, and what each one misses: docs/diagnostics.md.
+    std of l2-normalized embeddings for the cosine losses (``scale_free``: BYOL, SimSiam, SimCLR's NT-Xent), the
+    raw spread against its value at initialization for VICReg's MSE (else the normalized std).
+    ``dimensional_collapse``: RankMe(z) below a share of min(d, n). Why each test: docs/diagnostics.md.
+    ``standardized`` (Barlow Twins, whose loss sees z only through a per-dimension standardization and so is
+    blind to each dimension's mean and scale: a healthy embedding may sit far from the origin, which fools the
+    normalized std, or shrink under weight decay, which fools the raw spread): collapse is ``z_bn_std`` (the
+    spread the standardization leaves, ``standardized_std``) below ``collapse_std_ratio``, and the rank is
+    ``rank_z_bn``, RankMe of the standardized z (the correlation matrix the loss decorrelates).
     """
     loss = metrics.get("loss")
     if loss is not None and not math.isfinite(loss):
         return "diverged", f"non-finite loss ({loss})"
+    if standardized:
+        return _standardized_verdict(metrics, d, n, thresholds)
     std_ratio = metrics["z_std"] / metrics["z_std_ref"]
     shrink = thresholds.get("collapse_scale_ratio")
     raw = not scale_free and shrink is not None and metrics.get("z_scale") is not None and metrics.get("z_scale_init")
@@ -166,6 +192,20 @@ def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True) 
                   f"(of d = {d})")
 
 
+def _standardized_verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
+    """``verdict`` in Barlow Twins' geometry: the spread and rank of the standardized embeddings."""
+    spread, rank = metrics["z_bn_std"], metrics["rank_z_bn"]
+    if not math.isfinite(spread) or spread < thresholds.collapse_std_ratio:
+        return "collapse", f"z_bn_std = {spread:.3g} < {thresholds.collapse_std_ratio}"
+    line = thresholds.get("collapse_rank")
+    if line is not None and rank < line:
+        return "collapse", f"rank_z_bn = {rank:.3g} < {line}"
+    dim_limit = thresholds.dim_collapse_rank_frac * min(d, n)
+    if rank < dim_limit:
+        return "dimensional_collapse", f"rank_z_bn = {rank:.3g} < {dim_limit:.3g}"
+    return "ok", f"z_bn_std = {spread:.3g}, rank_z_bn = {rank:.3g} (of d = {d})"
+
+
 def default_thresholds():
     """The verdict thresholds of the packaged config (``verdict`` node of conf/config.yaml)."""
     from omegaconf import OmegaConf
@@ -181,15 +221,16 @@ class CollapseMonitor:
     however long it runs. ``scale_free`` says which geometry the loss compares embeddings in, as for the
     runner's verdict: True for cosine losses (BYOL, SimSiam: collapse is ``z_std`` far below 1/sqrt(d)), False
     for MSE-type losses (VICReg: collapse is ``z_scale`` far below its initial value ``z_scale_init``, given
-    here or measured on the first update). ``thresholds`` defaults to the packaged config's ``verdict`` node.
+    here or measured on the first update); ``standardized`` for Barlow Twins (``z_bn_std`` and ``rank_z_bn``,
+    see ``verdict``). ``thresholds`` defaults to the packaged config's ``verdict`` node.
     """
 
     def __init__(self, dim: int | None = None, max_samples: int = 4096, z_scale_init: float | None = None,
-                 scale_free: bool = True, thresholds=None):
+                 scale_free: bool = True, thresholds=None, standardized: bool = False):
         if max_samples < 2:
             raise ValueError(f"max_samples={max_samples} must be >= 2 (a spread needs two embeddings)")
         self.dim, self.max_samples, self.z_scale_init = dim, max_samples, z_scale_init
-        self.scale_free = scale_free
+        self.scale_free, self.standardized = scale_free, standardized
         self.thresholds = thresholds if thresholds is not None else default_thresholds()
         self._chunks, self._n = deque(), 0
 
@@ -220,7 +261,7 @@ class CollapseMonitor:
 
     def report(self) -> dict:
         """``z_std``, ``z_std_ref`` (1/sqrt(d)), ``z_scale``, ``z_scale_init``, ``rank_z``, ``n`` and the
-        ``verdict`` with its ``reason`` on the embeddings held."""
+        ``verdict`` with its ``reason`` on the embeddings held (``standardized``: ``z_bn_std``, ``rank_z_bn`` too)."""
         z = self.embeddings()
         if len(z) < 2:
             raise ValueError(f"the monitor holds {len(z)} embedding(s); update() it with at least 2 first")
@@ -229,5 +270,8 @@ class CollapseMonitor:
         if not torch.isfinite(z).all():
             return m | {"rank_z": float("nan"), "verdict": "diverged", "reason": "non-finite embeddings"}
         m["rank_z"] = float(rankme(z))
-        m["verdict"], m["reason"] = verdict(m, z.shape[1], len(z), self.thresholds, self.scale_free)
+        if self.standardized:
+            m |= standardized_metrics(z)
+        m["verdict"], m["reason"] = verdict(m, z.shape[1], len(z), self.thresholds, self.scale_free,
+                                            self.standardized)
         return m

@@ -7,6 +7,11 @@ Conventions (docs/formulas.md):
 - variance and covariance follow ``main_vicreg.py``: v(Z) = mean_j relu(gamma - sqrt(Var(z_j) + eps))
   (paper eq. 1-2), c(Z) = (1/d) sum_{i != j} C(Z)_ij^2 with 1/(n-1) covariance (paper eq. 3-4). The runner
   averages v over the two branches and sums c over them, exactly as ``main_vicreg.py`` does.
+- NT-Xent (SimCLR eq. 1) splits into an alignment invariance, -cos(z_i, z_j)/tau, and a uniformity term over the
+  2n embeddings of a batch, the negatives (Wang & Isola 2020); their sum is NT-Xent averaged over all 2n anchors.
+- Barlow Twins follows the official ``main.py`` forward: C = bn(z1)^T bn(z2) / n with BatchNorm1d(affine=False),
+  loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2; the diagonal is an invariance, the off-diagonal the
+  cross-branch redundancy term.
 """
 
 import math
@@ -30,8 +35,49 @@ def mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(p, z)
 
 
-INVARIANCE = {"normalized_mse": normalized_mse, "neg_cosine": neg_cosine, "mse": mse}
-SCALE_FREE = {"normalized_mse", "neg_cosine"}  # blind to the embeddings' norms; mse is not
+def ntxent_alignment(p: torch.Tensor, z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent's positive-pair part, -cos(p, z) / tau, batch mean (SimCLR eq. 1, the log's numerator)."""
+    return -F.cosine_similarity(p, z, dim=-1).mean() / temperature
+
+
+def standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins' ``nn.BatchNorm1d(d, affine=False)`` in training mode: (z - mean) / sqrt(biased var + eps)."""
+    z = z - z.mean(dim=0)
+    return z / torch.sqrt(z.pow(2).mean(dim=0) + eps)
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins' C = bn(z1)^T bn(z2) / n (d x d), main.py's ``c`` over the whole (global) batch."""
+    return standardize(z1).T @ standardize(z2) / len(z1)
+
+
+def barlow_diagonal(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins' invariance, sum_i (1 - C_ii)^2 (main.py ``on_diag``); needs the global batch."""
+    return (1 - torch.diagonal(cross_correlation(p, z))).pow(2).sum()
+
+
+INVARIANCE = {"normalized_mse": normalized_mse, "neg_cosine": neg_cosine, "mse": mse,
+              "ntxent_align": ntxent_alignment, "barlow_diag": barlow_diagonal}
+INVARIANCE_PARAMS = {"ntxent_align": ("temperature",)}  # read from the method node, passed as keywords
+GLOBAL_BATCH = {"barlow_diag"}  # batch statistics inside: computed on the all-gathered batch under torchrun
+# blind to the embeddings' norms; mse is not, nor is barlow_diag (per-dimension standardization, not the sphere)
+STANDARDIZED = {"barlow_diag"}  # sees z standardized per dimension: blind to each dimension's mean and scale
+SCALE_FREE = {"normalized_mse", "neg_cosine", "ntxent_align"}
+
+
+def ntxent_uniformity(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent's negatives: over the 2n embeddings of both views, mean over anchors i of
+    log sum_{k != i} exp(cos(z_i, z_k) / tau), the denominator of SimCLR eq. 1 (positive included)."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
+    return torch.logsumexp(sim, dim=1).mean()
+
+
+def xcorr_offdiagonal(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins' redundancy reduction, sum_{i != j} C_ij^2 (main.py ``off_diag``, before lambd)."""
+    c = cross_correlation(z1, z2)
+    return (c - torch.diag(torch.diagonal(c))).pow(2).sum()
 
 
 def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:

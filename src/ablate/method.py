@@ -6,7 +6,11 @@
     loss = w_inv * (D(p1, t2) + D(p2, t1)) / 2
          + w_var * (v(g(z1)) + v(g(z2))) / 2     [var]     (main_vicreg.py averages the branches)
          + w_cov * (c(g(z1)) + c(g(z2)))         [cov]
+         + w_neg * u(z1, z2)                      [negatives]  NT-Xent's log-sum-exp over the 2n embeddings
+         + w_xc * lambd * x(g(z1), g(z2))         [xcorr]      Barlow Twins' sum_{i != j} C_ij^2
     g = identity [reg_geometry=raw] or z -> sqrt(d) z/|z| [sphere]; auto: sphere for cosine invariances
+    D is one of losses.INVARIANCE, NT-Xent's alignment and Barlow Twins' diagonal included; under torchrun
+    every batch statistic (var, cov, negatives, the cross-correlation) is taken over the all-gathered batch
     after each optimizer step: target <- tau target + (1 - tau) online     [ema]
 """
 
@@ -18,11 +22,21 @@ from torch import nn
 from .collective import gather
 from .config import techniques
 from .ema import cosine_tau, make_target, update_momentum
-from .losses import INVARIANCE, REG_GEOMETRIES, covariance, reg_geometry, variance
+from .losses import (
+    GLOBAL_BATCH,
+    INVARIANCE,
+    INVARIANCE_PARAMS,
+    REG_GEOMETRIES,
+    covariance,
+    ntxent_uniformity,
+    reg_geometry,
+    variance,
+    xcorr_offdiagonal,
+)
 from .models import build_encoder, build_predictor
 from .stages import stage
 
-TERMS = ("loss", "loss_inv", "loss_var", "loss_cov")
+TERMS = ("loss", "loss_inv", "loss_var", "loss_cov", "loss_neg", "loss_xcorr")
 
 
 class JointEmbedding(nn.Module):
@@ -39,10 +53,17 @@ class JointEmbedding(nn.Module):
         self.ema = cfg.ema if on["ema"] else None
         self.stop_grad = on["stop_grad"]
         self.invariance = INVARIANCE[cfg.method.invariance]
+        self.inv_params = {k: float(cfg.method[k]) for k in INVARIANCE_PARAMS.get(cfg.method.invariance, ())}
+        self.inv_global = cfg.method.invariance in GLOBAL_BATCH
         self.w_inv = float(cfg.method.inv_weight)
         self.var = cfg.var if on["var"] else None
         self.cov = cfg.cov if on["cov"] else None
         self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
+        neg, xc = cfg.get("negatives"), cfg.get("xcorr")  # plain floats: no OmegaConf lookup in the step
+        self.neg = (float(neg.weight), float(neg.temperature)) if neg is not None else None
+        self.xcorr = (float(xc.weight), float(xc.lambd)) if xc is not None else None
+        off = {"loss_neg": self.neg is None, "loss_xcorr": self.xcorr is None}
+        self.terms = tuple(t for t in TERMS if not off.get(t))  # the terms logged: none of a switch that is off
         self.dim = dim
 
     def trained_modules(self) -> dict:
@@ -69,24 +90,32 @@ class JointEmbedding(nn.Module):
 
     def loss(self, z1, z2, p1, p2, t1, t2):
         """Weighted sum of the switched-on terms, computed in fp32 (autocast off: it would run the covariance's
-        matmul in bf16); also returns the unweighted terms."""
+        matmul in bf16); also returns the terms before their weights (xcorr with its lambd, as Barlow writes it)."""
         with torch.autocast(z1.device.type, enabled=False), stage("loss"):
             return self._loss(*(t.float() for t in (z1, z2, p1, p2, t1, t2)))
 
     def _loss(self, z1, z2, p1, p2, t1, t2):
-        inv = 0.5 * (self.invariance(p1, t2) + self.invariance(p2, t1))
+        if self.inv_global:  # Barlow's diagonal: C summed over ranks (main.py all_reduce) = C of the global batch
+            p1, p2, t1, t2 = gather(p1), gather(p2), gather(t1), gather(t2)
+        inv = 0.5 * (self.invariance(p1, t2, **self.inv_params) + self.invariance(p2, t1, **self.inv_params))
         loss = self.w_inv * inv
-        var = cov = torch.zeros((), device=inv.device)
-        if self.var is not None or self.cov is not None:  # statistics of the global batch under torchrun
+        var = cov = neg = xcorr = torch.zeros((), device=inv.device)
+        if self.neg is not None:  # every other image of the global batch is a negative (gathered with gradients)
+            neg = ntxent_uniformity(gather(z1), gather(z2), self.neg[1])
+            loss = loss + self.neg[0] * neg
+        if self.var is not None or self.cov is not None or self.xcorr is not None:  # global-batch statistics
             g = REG_GEOMETRIES[self.geometry]
             z1, z2 = gather(g(z1)), gather(g(z2))
+        if self.xcorr is not None:
+            xcorr = self.xcorr[1] * xcorr_offdiagonal(z1, z2)
+            loss = loss + self.xcorr[0] * xcorr
         if self.var is not None:
             var = 0.5 * (variance(z1, self.var.gamma, self.var.eps) + variance(z2, self.var.gamma, self.var.eps))
             loss = loss + self.var.weight * var
         if self.cov is not None:
             cov = covariance(z1) + covariance(z2)
             loss = loss + self.cov.weight * cov
-        return loss, torch.stack([loss.detach(), inv.detach(), var.detach(), cov.detach()])
+        return loss, torch.stack([t.detach() for t in (loss, inv, var, cov, neg, xcorr)])
 
     def forward(self, x1, x2):
         return self.loss(*self.branches(x1, x2))
@@ -117,6 +146,7 @@ class Baseline(nn.Module):
         supervised = self.kind == "supervised"
         self.classifier = nn.Linear(self.online.backbone.out_dim, num_classes) if supervised else None
         self.predictor = self.target = self.geometry = None
+        self.terms = TERMS[:4]
 
     def trained_modules(self) -> dict:
         """The backbone and the classifier (``random`` builds an optimizer for the same code path, never steps)."""
@@ -124,10 +154,10 @@ class Baseline(nn.Module):
 
     def forward(self, x1, x2, y):
         """Cross-entropy of both views' logits against the labels, averaged; the loss terms as TERMS orders
-        them (no invariance, variance or covariance: zeros)."""
+        them (no other term: zeros)."""
         ce = 0.5 * sum(F.cross_entropy(self.classifier(self.online.backbone(x)).float(), y) for x in (x1, x2))
         zero = torch.zeros((), device=ce.device)
-        return ce, torch.stack([ce.detach(), zero, zero, zero])
+        return ce, torch.stack([ce.detach(), *[zero] * (len(TERMS) - 1)])
 
     def update_target(self, step: int, total_steps: int) -> None:
         return None

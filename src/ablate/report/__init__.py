@@ -27,14 +27,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..config import TECHNIQUES, conf_dir
+from ..config import SWITCHES, TECHNIQUES, conf_dir
 from ..losses import reg_geometry
 from ..run.summary import FINISHED, STATUSES
 from . import factorial as fa
 
 REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
-SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov"}
+SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov",
+         "negatives": "Neg", "xcorr": "XC"}
+BEYOND = SWITCHES[len(TECHNIQUES):]  # negatives, xcorr: no Table 4 cell has them
 SEVERITY = ("ok", "dimensional_collapse", "diverged", "collapse")  # a tied cell's colour: the last of these
 GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geometry=auto`, the default: sphere "
                         "for BYOL/SimSiam, raw for VICReg)",
@@ -119,7 +121,7 @@ def load_run(run_dir: Path, summary: dict | None) -> dict:
     cfg = _yaml(run_dir / ".hydra" / "config.yaml") or _yaml(run_dir / "config.yaml") or {}
     hydra = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
     choices = s.get("choices") or (hydra.get("hydra", {}).get("runtime", {}).get("choices") or {})
-    tech = s.get("techniques") or ({t: cfg.get(t) is not None for t in TECHNIQUES} if cfg else None)
+    tech = s.get("techniques") or ({t: cfg.get(t) is not None for t in SWITCHES} if cfg else None)
     section = lambda k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}  # noqa: E731
     curve = read_metrics(run_dir / "metrics.jsonl")
     epochs = s.get("epochs", section("train").get("epochs"))
@@ -190,7 +192,7 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *TECHNIQUES, "reg_geometry", "seed",
+CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", *SWITCHES, "reg_geometry", "seed",
               "status", "verdict", "verdict_reason", "error", "data", "backbone", "epochs", "epochs_completed",
               "wall_s", "embedding_dim", "chance_top1", "device", "precision", "channels_last", "compile_aug",
               "linear_norm")
@@ -206,11 +208,11 @@ def load_csv_runs(path: Path) -> list[dict]:
                          f"give a runs.csv written by python -m ablate.report")
     runs = []
     for rec in df.astype(object).where(df.notna(), None).to_dict("records"):
-        tech = {t: str(rec[t]) == "True" for t in TECHNIQUES}
+        tech = {t: str(rec.get(t)) == "True" for t in SWITCHES}  # older files lack negatives, xcorr: off
         method, seed = rec["method"], rec["seed"]
         invariance = _preset_invariance(method)
         runs.append({
-            **{k: rec.get(k) for k in CSV_FIELDS if k not in TECHNIQUES},
+            **{k: rec.get(k) for k in CSV_FIELDS if k not in SWITCHES},
             "seed": int(seed) if str(seed).isdigit() else seed, "techniques": tech, "invariance": invariance,
             "channels_last": rec["channels_last"] if "channels_last" in df.columns  # older files predate the column
             else _old_channels_last({}, rec, rec.get("precision")),
@@ -268,6 +270,8 @@ def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
     """The Table 4 cell (row, reg) of a run, or None when its method and switches are not in the table."""
     tech, method = run["techniques"], run["method"]
     by_switches = None
+    if tech and any(tech.get(t) for t in BEYOND):
+        return None
     if tech and method:
         reg = REG_OF_SWITCHES.get((tech["var"], tech["cov"]))
         match = ref[(ref["method"] == method) & pd.concat([ref[t] == tech[t] for t in TECHNIQUES[:4]],
@@ -471,7 +475,8 @@ def analyses(runs: list[dict], factorial: dict) -> dict:
     out = {}
     for method in factorial:
         mruns = [r for r in runs if r["method"] == method and r["techniques"] and in_geometry(r, "auto")]
-        done = fa.outcomes(runs_frame(mruns)) if mruns else pd.DataFrame()
+        beyond = tuple(t for t in BEYOND if any(r["techniques"].get(t) for r in mruns))  # when some run has it
+        done = fa.outcomes(runs_frame(mruns), (*TECHNIQUES, *beyond)) if mruns else pd.DataFrame()
         if len(done) and len(fa.main_effects(done)):
             out[method] = done
     return out
@@ -486,12 +491,13 @@ def geometry_modes(runs: list[dict]) -> list[str]:
 
 
 def _combo(run) -> tuple:
-    return tuple(bool(run["techniques"][t]) for t in TECHNIQUES)
+    """The run's eight switches (the six, then negatives and xcorr: off in summaries older than them)."""
+    return tuple(bool(run["techniques"].get(t)) for t in SWITCHES)
 
 
 def _combos(runs, full: bool) -> list[tuple]:
     if full:
-        return [tuple(bool(i >> (5 - k) & 1) for k in range(6)) for i in range(63, -1, -1)]
+        return [(*(bool(i >> (5 - k) & 1) for k in range(6)), False, False) for i in range(63, -1, -1)]
     return sorted({_combo(r) for r in runs}, reverse=True)
 
 
@@ -602,7 +608,7 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
         m = r["metrics"]
         where = (f"{ref.loc[r['cell'][0], 'label']} ({r['cell'][0]}), {REGS[r['cell'][1]]}" if r["cell"] else
                  f"baseline {BASELINE_LABELS.get(r['baseline'], r['baseline'])}" if r["baseline"] else
-                 f"{r['method']} " + " ".join(SHORT[t] for t in TECHNIQUES if (r["techniques"] or {}).get(t)))
+                 f"{r['method']} " + " ".join(SHORT[t] for t in SWITCHES if (r["techniques"] or {}).get(t)))
         where += f" [{r['reg_geometry']}]" if regularized(r) else ""
         ratio, shrink = _ratio(m, "z_std", "z_std_ref"), _ratio(m, "z_scale", "z_scale_init")
         verdict = r["verdict"] or ("baseline" if r["baseline"] and r["status"] == "complete" else r["status"])
@@ -623,8 +629,10 @@ def diagnostics_markdown(runs: list[dict], ref: pd.DataFrame) -> str:
 
 
 def factorial_markdown(cells: dict) -> str:
-    rows = [[*("✓" if on else "" for on in combo), c["text"]] for combo, c in cells.items()]
-    return md_table([SHORT[t] for t in TECHNIQUES] + ["linear top-1 % (or verdict)"], rows)
+    """The combinations run; a column for negatives or xcorr only where some combination has it on."""
+    shown = [i for i, t in enumerate(SWITCHES) if t in TECHNIQUES or any(combo[i] for combo in cells)]
+    rows = [[*("✓" if combo[i] else "" for i in shown), c["text"]] for combo, c in cells.items()]
+    return md_table([SHORT[SWITCHES[i]] for i in shown] + ["linear top-1 % (or verdict)"], rows)
 
 
 def _with_seeds(task: list[str], seeds: set) -> list[str]:
@@ -770,7 +778,7 @@ def _row_label(ref: pd.DataFrame, row: str) -> str:
 
 
 def _combo_label(method: str, combo: tuple) -> str:
-    return f"{method} " + (" ".join(SHORT[t] for t, on in zip(TECHNIQUES, combo) if on) or "-")
+    return f"{method} " + (" ".join(SHORT[t] for t, on in zip(SWITCHES, combo) if on) or "-")
 
 
 def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
@@ -928,7 +936,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
         rows.append({
             "dir": r["dir"], "experiment": r["experiment"], "scale": r["scale"],
             "row": r["cell"][0] if r["cell"] else None, "reg": r["cell"][1] if r["cell"] else None,
-            "method": r["method"], "baseline": r["baseline"], **{t: tech.get(t) for t in TECHNIQUES},
+            "method": r["method"], "baseline": r["baseline"], **{t: tech.get(t) for t in SWITCHES},
             "reg_geometry": r["reg_geometry"] if regularized(r) else None, "seed": r["seed"],
             "status": r["status"], "verdict": r["verdict"], "verdict_reason": r["verdict_reason"],
             "error": r["error"], "data": r["data"], "backbone": r["backbone"], "epochs": r["epochs"],

@@ -1,9 +1,14 @@
-"""Which switch matters: the analysis of a full or partial factorial over the six switches.
+"""Which switch matters: the analysis of a full or partial factorial over the six switches of Table 4, or over
+any 2^k sub-factorial of the eight switches (the six and negatives, xcorr) that the user names.
 
-Every figure is computed from the rows of a report's ``runs.csv`` (the six switch columns, ``status``,
+Every figure is computed from the rows of a report's ``runs.csv`` (the switch columns, ``status``,
 ``verdict``, ``linear_top1``, ``seed``) of one method's recipe, so a reader can recompute it:
 
     python -m ablate.factorial reports/factorial_simsiam/runs.csv --method simsiam
+    python -m ablate.factorial runs.csv --method simsiam --switches predictor,negatives,var
+
+The switches analysed are the ones ``outcomes`` keeps as columns (default: the six); the other functions read
+them from there. A switch column missing from an older runs.csv reads as off.
 
 - main effects: each switch on vs off, over the pairs of switch combinations that differ in that switch alone and
   were both run (all 32 pairs in a full factorial), so a missing cell never tilts the comparison;
@@ -23,52 +28,65 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import TECHNIQUES
+from ..config import SWITCHES, TECHNIQUES
 from ..run.summary import FINISHED
-
-ALL = tuple(itertools.product((True, False), repeat=len(TECHNIQUES)))
 
 
 def _bool(v) -> bool:
     return str(v).strip().lower() in ("true", "1", "1.0")
 
 
-def outcomes(runs: pd.DataFrame) -> pd.DataFrame:
-    """The finished runs with a switch setting: six bool columns, ``collapsed`` and ``linear_top1``."""
+def outcomes(runs: pd.DataFrame, switches=TECHNIQUES) -> pd.DataFrame:
+    """The finished runs with a switch setting: a bool column per switch analysed (``switches``, in that
+    order), ``collapsed`` and ``linear_top1``. A run is one of the method's cells when the six have values; a
+    new switch (negatives, xcorr) with no value was off (a runs.csv written before it existed)."""
+    unknown = [t for t in switches if t not in SWITCHES]
+    if unknown:
+        raise ValueError(f"unknown switch {', '.join(unknown)}; choose among {', '.join(SWITCHES)}")
+    runs = runs.assign(**{t: False for t in SWITCHES if t not in runs})
     done = runs[runs["status"].isin(FINISHED) & runs[list(TECHNIQUES)].notna().all(axis=1)]
-    out = pd.DataFrame({t: done[t].map(_bool) for t in TECHNIQUES})
+    out = pd.DataFrame({t: done[t].map(_bool) for t in switches})
     out["collapsed"] = (done["verdict"] == "collapse").to_numpy()
     out["linear_top1"] = pd.to_numeric(done.get("linear_top1"), errors="coerce").to_numpy()
     out["seed"] = done["seed"].to_numpy() if "seed" in done else None
     return out.reset_index(drop=True)
 
 
+def names(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The switches an ``outcomes`` frame analyses, in its column order."""
+    return tuple(c for c in runs.columns if c in SWITCHES)
+
+
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per switch combination run: its runs, collapsed runs, collapse rate and mean linear top-1."""
-    g = runs.groupby(list(TECHNIQUES))
-    return pd.DataFrame({"runs": g.size(), "collapsed": g["collapsed"].sum(), "rate": g["collapsed"].mean(),
-                         "linear": g["linear_top1"].mean()})
+    sw = list(names(runs))
+    g = runs.groupby(sw)
+    out = pd.DataFrame({"runs": g.size(), "collapsed": g["collapsed"].sum(), "rate": g["collapsed"].mean(),
+                        "linear": g["linear_top1"].mean()})
+    if len(sw) == 1:  # keys as 1-tuples, as for several switches
+        out.index = pd.MultiIndex.from_arrays([out.index], names=sw)
+    return out
 
 
-def _flip(combo: tuple, *switches: str) -> tuple:
-    return tuple(not v if t in switches else v for t, v in zip(TECHNIQUES, combo))
+def _flip(combo: tuple, *switches: str, order=TECHNIQUES) -> tuple:
+    return tuple(not v if t in switches else v for t, v in zip(order, combo))
 
 
 def varied(c: pd.DataFrame) -> list[str]:
     """The switches run both on and off."""
-    return [t for i, t in enumerate(TECHNIQUES) if len({k[i] for k in c.index}) == 2]
+    return [t for i, t in enumerate(c.index.names) if len({k[i] for k in c.index}) == 2]
 
 
 def main_effects(runs: pd.DataFrame) -> pd.DataFrame:
     """Per switch: runs, collapsed runs, collapse rate and mean linear top-1 with it on and off, over the
     matched pairs of combinations (both run); ``effect`` = rate on - rate off."""
-    c = cells(runs)
+    c, sw = cells(runs), names(runs)
     rows = {}
     for t in varied(c):
-        i = TECHNIQUES.index(t)
-        on = [k for k in c.index if k[i] and _flip(k, t) in c.index]
-        sides, combos = {}, list(runs[list(TECHNIQUES)].itertuples(index=False, name=None))
-        for side, keys in (("on", set(on)), ("off", {_flip(k, t) for k in on})):
+        i = sw.index(t)
+        on = [k for k in c.index if k[i] and _flip(k, t, order=sw) in c.index]
+        sides, combos = {}, list(runs[list(sw)].itertuples(index=False, name=None))
+        for side, keys in (("on", set(on)), ("off", {_flip(k, t, order=sw) for k in on})):
             sel = runs[[k in keys for k in combos]]
             sides |= {f"runs_{side}": len(sel), f"collapsed_{side}": int(sel["collapsed"].sum()),
                       f"rate_{side}": sel["collapsed"].mean() if len(sel) else math.nan,
@@ -80,18 +98,20 @@ def main_effects(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def interactions(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(6 x 6 difference of differences in collapse rate, 6 x 6 count of 2x2 quadruples behind each); the
-    diagonal holds the main effect and its number of pairs. NaN where no quadruple (or pair) was run."""
-    c = cells(runs)
+    """(k x k difference of differences in collapse rate, k x k count of 2x2 quadruples behind each, k the
+    switches analysed); the diagonal holds the main effect and its number of pairs. NaN where no quadruple (or
+    pair) was run."""
+    c, sw = cells(runs), names(runs)
     rate = c["rate"].to_dict()
-    inter = pd.DataFrame(math.nan, index=list(TECHNIQUES), columns=list(TECHNIQUES))
-    count = pd.DataFrame(0, index=list(TECHNIQUES), columns=list(TECHNIQUES))
+    flip = lambda k, *t: _flip(k, *t, order=sw)  # noqa: E731
+    inter = pd.DataFrame(math.nan, index=list(sw), columns=list(sw))
+    count = pd.DataFrame(0, index=list(sw), columns=list(sw))
     effects = main_effects(runs)
     for t in effects.index:
         inter.loc[t, t], count.loc[t, t] = effects.loc[t, "effect"], effects.loc[t, "pairs"]
-    for (i, a), (j, b) in itertools.combinations(enumerate(TECHNIQUES), 2):
-        dd = [(rate[k] - rate[_flip(k, a)]) - (rate[_flip(k, b)] - rate[_flip(k, a, b)])
-              for k in rate if k[i] and k[j] and all(x in rate for x in (_flip(k, a), _flip(k, b), _flip(k, a, b)))]
+    for (i, a), (j, b) in itertools.combinations(enumerate(sw), 2):
+        dd = [(rate[k] - rate[flip(k, a)]) - (rate[flip(k, b)] - rate[flip(k, a, b)])
+              for k in rate if k[i] and k[j] and all(x in rate for x in (flip(k, a), flip(k, b), flip(k, a, b)))]
         if dd:
             inter.loc[a, b] = inter.loc[b, a] = sum(dd) / len(dd)
             count.loc[a, b] = count.loc[b, a] = len(dd)
@@ -102,10 +122,10 @@ def minimal_sets(runs: pd.DataFrame, on: bool) -> list[tuple[tuple[str, ...], in
     """The smallest sets of switches that, all ``on`` (or all off when ``on`` is False), came with no
     complete collapse (``on``) or with complete collapse (off) in every run that had them, and the number of
     such runs; a set is listed only when no proper subset of it already qualifies."""
-    want = not on  # the collapse outcome every run must share
+    want, sw = not on, names(runs)  # the collapse outcome every run must share
     found = []
-    for k in range(len(TECHNIQUES) + 1):
-        for s in itertools.combinations(TECHNIQUES, k):
+    for k in range(len(sw) + 1):
+        for s in itertools.combinations(sw, k):
             if any(set(f) <= set(s) for f, _ in found):
                 continue
             sel = runs[(runs[list(s)] == on).all(axis=1)] if s else runs
@@ -115,13 +135,13 @@ def minimal_sets(runs: pd.DataFrame, on: bool) -> list[tuple[tuple[str, ...], in
 
 
 def gaps(runs: pd.DataFrame) -> list[tuple]:
-    """The switch combinations of the 64 with no finished run."""
+    """The switch combinations of the 2^k (64 for the six) with no finished run."""
     have = set(cells(runs).index)
-    return [k for k in ALL if k not in have]
+    return [k for k in itertools.product((True, False), repeat=len(names(runs))) if k not in have]
 
 
-def label(combo: tuple) -> str:
-    return "+".join(t for t, v in zip(TECHNIQUES, combo) if v) or "none"
+def label(combo: tuple, order=TECHNIQUES) -> str:
+    return "+".join(t for t, v in zip(order, combo) if v) or "none"
 
 
 def _set(s: tuple[str, ...], word: str) -> str:
@@ -140,7 +160,7 @@ def paragraph(runs: pd.DataFrame) -> str:
     """Plain-language summary; every number is a count or mean over the rows of runs.csv it names."""
     c, eff = cells(runs), main_effects(runs)
     seeds = sorted({str(s) for s in runs["seed"].dropna()}) if "seed" in runs else []
-    text = [f"{len(runs)} finished runs cover {len(c)} of the 64 switch combinations "
+    text = [f"{len(runs)} finished runs cover {len(c)} of the {2 ** len(names(runs))} switch combinations "
             f"(seeds {', '.join(seeds) or '?'}); {int(runs['collapsed'].sum())} collapsed completely."]
     prevent, cause = minimal_sets(runs, on=True), minimal_sets(runs, on=False)
     if prevent:
@@ -159,7 +179,7 @@ def paragraph(runs: pd.DataFrame) -> str:
                         f"(mean linear top-1 {e['linear_off']:.1f}% off, {e['linear_on']:.1f}% on; "
                         f"{e['pairs']} matched pairs of combinations).")
     inter, count = interactions(runs)
-    stacked = inter.where(~np.eye(len(TECHNIQUES), dtype=bool)).stack().dropna()
+    stacked = inter.where(~np.eye(len(inter), dtype=bool)).stack().dropna()
     if len(stacked) and stacked.abs().max() > 0:
         a, b = stacked.abs().idxmax()
         quad = {(x, y): runs[(runs[a] == x) & (runs[b] == y)] for x in (True, False) for y in (True, False)}
@@ -192,7 +212,8 @@ def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
              f"{e['effect']:+.2f}", _pct(e["linear_on"]), _pct(e["linear_off"])] for t, e in eff.astype(object).iterrows()]
     out += [_md_table(["switch", "pairs", "collapsed with it on", "collapsed with it off", "effect on collapse rate",
                        "linear % on", "linear % off"], rows), ""]
-    fixed = [t for t in TECHNIQUES if t not in eff.index]
+    sw = names(runs)
+    fixed = [t for t in sw if t not in eff.index]
     if fixed:
         out += [f"Held fixed in every run (no effect measured): {', '.join(f'`{t}`' for t in fixed)}.", ""]
     inter, count = interactions(runs)
@@ -201,8 +222,8 @@ def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
             "brackets; the diagonal repeats the main effect" + (f"; heatmap `{heatmap}`" if heatmap else "") + "):",
             ""]
     rows = [[f"`{a}`", *(f"{inter.loc[a, b]:+.2f} [{count.loc[a, b]}]" if not math.isnan(inter.loc[a, b]) else ""
-                         for b in TECHNIQUES)] for a in TECHNIQUES]
-    out += [_md_table(["", *TECHNIQUES], rows), ""]
+                         for b in sw)] for a in sw]
+    out += [_md_table(["", *sw], rows), ""]
     prevent, cause = minimal_sets(runs, on=True), minimal_sets(runs, on=False)
     out += ["Minimal sets, read from the runs (a set is listed when every run that has it shares the outcome and "
             "no smaller set does; the number of runs behind it in brackets):", "",
@@ -210,22 +231,23 @@ def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
             "- off, every run collapsed: " + ("; ".join(f"{_set(s, 'off')} [{n}]" for s, n in cause) or "none"), ""]
     missing = gaps(runs)
     if missing:
-        shown = ", ".join(f"`{label(k)}`" for k in missing[:12]) + (", ..." if len(missing) > 12 else "")
-        out += [f"Gaps: {len(missing)} of 64 combinations have no finished run ({shown}); the effects use only the "
-                "pairs and quadruples run, and a minimal set may shrink or vanish once they are.", ""]
+        shown = ", ".join(f"`{label(k, sw)}`" for k in missing[:12]) + (", ..." if len(missing) > 12 else "")
+        out += [f"Gaps: {len(missing)} of {2 ** len(sw)} combinations have no finished run ({shown}); the effects use "
+                "only the pairs and quadruples run, and a minimal set may shrink or vanish once they are.", ""]
     out += ["In words: " + paragraph(runs), ""]
     return "\n".join(out)
 
 
 def heatmap_figure(plt, runs: pd.DataFrame, title: str, path: Path) -> None:
-    """6 x 6 interaction heatmap (diagonal: main effects), annotated with values and quadruple counts."""
+    """k x k interaction heatmap (diagonal: main effects), annotated with values and quadruple counts."""
     inter, count = interactions(runs)
+    sw = list(inter.index)
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(inter.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(len(TECHNIQUES)), TECHNIQUES, rotation=30)
-    ax.set_yticks(range(len(TECHNIQUES)), TECHNIQUES)
-    for i, a in enumerate(TECHNIQUES):
-        for j, b in enumerate(TECHNIQUES):
+    ax.set_xticks(range(len(sw)), sw, rotation=30)
+    ax.set_yticks(range(len(sw)), sw)
+    for i, a in enumerate(sw):
+        for j, b in enumerate(sw):
             v = inter.loc[a, b]
             ax.text(j, i, "" if math.isnan(v) else f"{v:+.2f}\n[{count.loc[a, b]}]", ha="center", va="center",
                     fontsize=8)
@@ -241,9 +263,17 @@ def main(argv=None) -> None:
                                 description="The factorial analysis of a report's runs.csv, as markdown.")
     p.add_argument("runs_csv", type=Path, help="a report's runs.csv")
     p.add_argument("--method", help="the recipe to analyse (the method column); needed when there are several")
+    p.add_argument("--switches", default=",".join(TECHNIQUES),
+                   help=f"the switches of the 2^k (sub-)factorial, comma-separated, among {','.join(SWITCHES)} "
+                        f"(default: the six of Table 4)")
     p.add_argument("--reg-geometry", help="where var/cov acted (the reg_geometry column); needed when there are "
                                           "several")
     args = p.parse_args(argv)
+    chosen = tuple(t.strip() for t in args.switches.split(",") if t.strip())
+    bad = [t for t in chosen if t not in SWITCHES] or (["(none)"] if not chosen else [])
+    if bad or len(set(chosen)) != len(chosen):
+        p.exit(2, f"ablate.factorial: error: --switches {args.switches}: name each switch once, among "
+                  f"{','.join(SWITCHES)}\n")
     if not args.runs_csv.is_file():
         p.exit(2, f"ablate.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
     df = pd.read_csv(args.runs_csv)
@@ -263,7 +293,7 @@ def main(argv=None) -> None:
                   f"({', '.join(geometries)}); choose one with --reg-geometry\n")
     if args.reg_geometry is not None:
         df = df[df["reg_geometry"].isna() | (df["reg_geometry"] == args.reg_geometry)]
-    runs = outcomes(df)
+    runs = outcomes(df, chosen)
     if not len(runs):
         p.exit(2, f"ablate.factorial: error: no finished run of method {method!r} in {args.runs_csv}; methods "
                   f"there: {', '.join(methods) or 'none'}\n")

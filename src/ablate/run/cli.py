@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ..config import group_options, groups, techniques
+from ..config import group_options, groups, switches
 from ..errors import AblateError, ConfigError
 from .hydra_args import (
     default_groups,
@@ -201,7 +201,7 @@ def _record_failure(run_dir: Path, cfg: DictConfig, why: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     method = cfg.get("method")
     write_json(run_dir / "summary.json", failure_summary(why, method.name if method is not None else None,
-                                                         techniques(cfg), cfg.get("seed"),
+                                                         switches(cfg), cfg.get("seed"),
                                                          method.get("baseline") if method is not None else None))
 
 

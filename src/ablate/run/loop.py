@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__
 from ..augment import eval_view
-from ..config import TECHNIQUES, ConfigError, check_config, techniques
+from ..config import SWITCHES, ConfigError, check_config, switches
 from ..data import load_data
 from ..diagnostics import (
     KNN_PROTOCOL,
@@ -26,9 +26,10 @@ from ..diagnostics import (
     linear_probe,
     rankme,
     spectrum,
+    standardized_metrics,
     verdict,
 )
-from ..losses import SCALE_FREE
+from ..losses import SCALE_FREE, STANDARDIZED
 from ..method import TERMS, Baseline, JointEmbedding, equivalences
 from ..models import count_bn, embed
 from . import dist as D
@@ -98,13 +99,19 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
     bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size, project=False)  # kNN needs h only
     test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
+    standardized = standardized_metrics(test_z) if _standardized(cfg) else {}  # Barlow Twins' geometry
     return {
         "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
         "z_scale": embedding_scale(test_z), "h_std": embedding_std(test_h),
-        "rank_z": rankme(test_z), "rank_h": rankme(test_h),
+        "rank_z": rankme(test_z), "rank_h": rankme(test_h), **standardized,
         "knn_top1": 100 * knn_top1(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
                                    cfg.eval.knn_k, cfg.eval.knn_t),
     }, (bank_h, test_h, test_z)
+
+
+def _standardized(cfg: DictConfig) -> bool:
+    """The invariance sees z standardized per dimension (Barlow Twins): the verdict reads that geometry."""
+    return cfg.method.get("invariance") in STANDARDIZED
 
 
 @torch.no_grad()
@@ -235,11 +242,11 @@ def evaluate_untrained(state: RunState, model, stepper: "Stepper", data, cfg: Di
 
 
 def _log_switches(cfg: DictConfig) -> None:
-    on = techniques(cfg)
+    on = switches(cfg)
     for note in equivalences(cfg):
         log.info("note: %s", note)
     log.info("method %s, techniques: %s", cfg.method.name,
-             ", ".join(f"{t}={'on' if on[t] else 'off'}" for t in TECHNIQUES))
+             ", ".join(f"{t}={'on' if on[t] else 'off'}" for t in SWITCHES))
 
 
 def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Stepper", data, t_start: float,
@@ -309,7 +316,8 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
                     diverged = mean_loss
                     break
                 progress.step(epoch, (s + 1) / stepper.steps_per_epoch, mean_loss)
-    return dict(zip(TERMS, (D.mean(running) / max(count, 1)).tolist())), diverged
+    terms = zip(TERMS, (D.mean(running) / max(count, 1)).tolist())
+    return {k: v for k, v in terms if k in stepper.model.terms}, diverged  # a switch that is off logs no term
 
 
 def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper: "Stepper", data,
@@ -335,7 +343,8 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
     early_stop = cfg.train.get("early_stop_collapse")
     if early_stop and not cfg.method.get("baseline"):  # a baseline has no verdict
         scale_free = cfg.method.invariance in SCALE_FREE
-        collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, scale_free)[0] == "collapse"
+        collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, scale_free,
+                            _standardized(cfg))[0] == "collapse"
         state.streak = state.streak + 1 if collapsed else 0
         if state.streak >= early_stop:
             state.stopped_early = row["epoch"]
@@ -349,7 +358,7 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
     last, lp = state.last, cfg.eval.linear
     summary = {
         "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
-        "method": cfg.method.name, "techniques": techniques(cfg), "reg_geometry": model.geometry,
+        "method": cfg.method.name, "techniques": switches(cfg), "reg_geometry": model.geometry,
         "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
         "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
@@ -372,12 +381,14 @@ def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper
         linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
                                     lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
         metrics = {k: last.get(k) for k in ("knn_top1", "z_std", "z_std_ref", "z_scale", "z_scale_init", "h_std",
-                                            "rank_z", "rank_h", *TERMS)}
+                                            "rank_z", "rank_h", *model.terms)}
+        metrics |= {k: last[k] for k in ("z_bn_std", "rank_z_bn") if k in last}
         metrics["linear_top1"] = linear
         if summary["baseline"]:  # what a cell's accuracy is placed between, not a cell: no embedding verdict
             v, reason = None, f"baseline run ({summary['baseline']}): no embedding verdict"
         else:
-            v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, cfg.method.invariance in SCALE_FREE)
+            v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, cfg.method.invariance in SCALE_FREE,
+                                _standardized(cfg))
         summary.update(verdict=v, verdict_reason=reason, metrics=metrics,
                        spectrum_z=[float(x) for x in spectrum(test_z).cpu()])
     summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from ..config import BASELINES, TECHNIQUES
+from ..config import BASELINES, SWITCHES
 from .summary import FINISHED
 
 log = logging.getLogger("ablate")
 # overrides that choose the method, its switches or its optimizer: a baseline takes none of them (its preset
 # has its own optimizer, as each method preset has)
-SWITCH_KEYS = ("method", "row", "reg", "experiment", "reg_geometry", "optim", *TECHNIQUES)
+SWITCH_KEYS = ("method", "row", "reg", "experiment", "reg_geometry", "optim", *SWITCHES)
 
 
 def baseline_jobs(sweep_dir: Path, overrides: list[str], scale: str | None, seed) -> list[tuple[Path, list[str]]]:
