@@ -3,7 +3,7 @@
 Every figure is computed from the rows of a report's ``runs.csv`` (the six switch columns, ``status``,
 ``verdict``, ``linear_top1``, ``seed``) of one method's recipe, so a reader can recompute it:
 
-    python -m ablate.factorial reports/factorial_simsiam/runs.csv --method simsiam
+    python -m ablate.report.factorial reports/factorial_simsiam/runs.csv --method simsiam
 
 - main effects: each switch on vs off, over the pairs of switch combinations that differ in that switch alone and
   were both run (all 32 pairs in a full factorial), so a missing cell never tilts the comparison;
@@ -25,12 +25,27 @@ import pandas as pd
 
 from ..config import TECHNIQUES
 from ..run.summary import FINISHED
+from .stats import mean_ci
+from .tables import md_table
 
 ALL = tuple(itertools.product((True, False), repeat=len(TECHNIQUES)))
 
 
+SWITCH_VALUES = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+
+
 def _bool(v) -> bool:
-    return str(v).strip().lower() in ("true", "1", "1.0")
+    return SWITCH_VALUES[str(v).strip().lower()]
+
+
+def unknown_switch_values(df: pd.DataFrame) -> str | None:
+    """The first switch column holding a value that is neither on nor off (``True``/``False``/``1``/``0``),
+    as ``column=value``; None when every value is one of those (or empty)."""
+    for t in TECHNIQUES:
+        bad = [v for v in df[t].dropna().unique() if str(v).strip().lower() not in SWITCH_VALUES]
+        if bad:
+            return f"{t}={bad[0]!r}"
+    return None
 
 
 def outcomes(runs: pd.DataFrame) -> pd.DataFrame:
@@ -60,20 +75,25 @@ def varied(c: pd.DataFrame) -> list[str]:
 
 
 def main_effects(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per switch: runs, collapsed runs, collapse rate and mean linear top-1 with it on and off, over the
-    matched pairs of combinations (both run); ``effect`` = rate on - rate off."""
+    """Per switch with at least one matched pair of combinations (run both with it on and off): the runs,
+    collapsed runs, collapse rate and mean linear top-1 with it on and off, pooled over those pairs; ``effect``,
+    the mean over the pairs of (rate on - rate off), the factorial estimate that weighs each pair alike, and
+    ``effect_ci``, the half-width of its 95% Student-t interval over the pairs (NaN for one pair)."""
     c = cells(runs)
     rows = {}
+    combos = list(runs[list(TECHNIQUES)].itertuples(index=False, name=None))
     for t in varied(c):
         i = TECHNIQUES.index(t)
         on = [k for k in c.index if k[i] and _flip(k, t) in c.index]
-        sides, combos = {}, list(runs[list(TECHNIQUES)].itertuples(index=False, name=None))
+        if not on:
+            continue
+        sides = {}
         for side, keys in (("on", set(on)), ("off", {_flip(k, t) for k in on})):
             sel = runs[[k in keys for k in combos]]
             sides |= {f"runs_{side}": len(sel), f"collapsed_{side}": int(sel["collapsed"].sum()),
-                      f"rate_{side}": sel["collapsed"].mean() if len(sel) else math.nan,
-                      f"linear_{side}": sel["linear_top1"].mean()}
-        rows[t] = {"pairs": len(on), **sides, "effect": sides["rate_on"] - sides["rate_off"]}
+                      f"rate_{side}": sel["collapsed"].mean(), f"linear_{side}": sel["linear_top1"].mean()}
+        effect, half, _ = mean_ci([c.loc[k, "rate"] - c.loc[_flip(k, t), "rate"] for k in on])
+        rows[t] = {"pairs": len(on), **sides, "effect": effect, "effect_ci": math.nan if half is None else half}
     eff = pd.DataFrame.from_dict(rows, orient="index")
     ints = ["pairs", "runs_on", "collapsed_on", "runs_off", "collapsed_off"]
     return eff.astype({c: int for c in ints}) if len(eff) else eff
@@ -174,24 +194,24 @@ def paragraph(runs: pd.DataFrame) -> str:
     return " ".join(text)
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
 def _pct(x) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _effect(e) -> str:
+    return f"{e['effect']:+.2f}" + ("" if math.isnan(e["effect_ci"]) else f" ± {e['effect_ci']:.2f}")
 
 
 def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
     """The analysis as report sections: main effects, interactions, minimal sets, gaps, paragraph."""
     eff = main_effects(runs)
-    out = ["Main effects (complete collapse; pairs: combinations run with the switch both on and off, the "
-           "figures beside them pool the runs of those pairs):", ""]
+    out = ["Main effects on complete collapse. Pairs: switch combinations run with the switch both on and off; "
+           "the effect is the mean over the pairs of (collapse rate on - off) with its 95% Student-t interval "
+           "over the pairs; the counts and accuracies beside it pool the runs of those pairs.", ""]
     rows = [[f"`{t}`", e["pairs"], f"{e['collapsed_on']} / {e['runs_on']}", f"{e['collapsed_off']} / {e['runs_off']}",
-             f"{e['effect']:+.2f}", _pct(e["linear_on"]), _pct(e["linear_off"])] for t, e in eff.astype(object).iterrows()]
-    out += [_md_table(["switch", "pairs", "collapsed with it on", "collapsed with it off", "effect on collapse rate",
-                       "linear % on", "linear % off"], rows), ""]
+             _effect(e), _pct(e["linear_on"]), _pct(e["linear_off"])] for t, e in eff.astype(object).iterrows()]
+    out += [md_table(["switch", "pairs", "collapsed with it on", "collapsed with it off",
+                      "effect on collapse rate (± 95% t over pairs)", "linear % on", "linear % off"], rows), ""]
     fixed = [t for t in TECHNIQUES if t not in eff.index]
     if fixed:
         out += [f"Held fixed in every run (no effect measured): {', '.join(f'`{t}`' for t in fixed)}.", ""]
@@ -202,7 +222,7 @@ def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
             ""]
     rows = [[f"`{a}`", *(f"{inter.loc[a, b]:+.2f} [{count.loc[a, b]}]" if not math.isnan(inter.loc[a, b]) else ""
                          for b in TECHNIQUES)] for a in TECHNIQUES]
-    out += [_md_table(["", *TECHNIQUES], rows), ""]
+    out += [md_table(["", *TECHNIQUES], rows), ""]
     prevent, cause = minimal_sets(runs, on=True), minimal_sets(runs, on=False)
     out += ["Minimal sets, read from the runs (a set is listed when every run that has it shares the outcome and "
             "no smaller set does; the number of runs behind it in brackets):", "",
@@ -237,7 +257,7 @@ def heatmap_figure(plt, runs: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m ablate.factorial",
+    p = argparse.ArgumentParser(prog="python -m ablate.report.factorial",
                                 description="The factorial analysis of a report's runs.csv, as markdown.")
     p.add_argument("runs_csv", type=Path, help="a report's runs.csv")
     p.add_argument("--method", help="the recipe to analyse (the method column); needed when there are several")
@@ -245,27 +265,35 @@ def main(argv=None) -> None:
                                           "several")
     args = p.parse_args(argv)
     if not args.runs_csv.is_file():
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
-    df = pd.read_csv(args.runs_csv)
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
+    try:
+        df = pd.read_csv(args.runs_csv)
+    except (ValueError, UnicodeDecodeError) as e:
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a readable CSV ({str(e).splitlines()[0]}); "
+                  f"give the runs.csv python -m ablate.report writes\n")
     missing = [c for c in (*TECHNIQUES, "status", "verdict", "method") if c not in df]
     if missing:
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
                   f"runs.csv python -m ablate.report writes\n")
+    bad = unknown_switch_values(df)
+    if bad:
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} has the switch value {bad}; a switch is True or False "
+                  f"(1 or 0): fix that row\n")
     methods = sorted(df.loc[df[list(TECHNIQUES)].notna().all(axis=1), "method"].dropna().unique())
     if args.method is None and len(methods) > 1:
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} holds the recipes {', '.join(methods)}; choose one "
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} holds the recipes {', '.join(methods)}; choose one "
                   f"with --method\n")
     method = args.method or (methods[0] if methods else None)
     df = df[df["method"] == method]
     geometries = sorted(df["reg_geometry"].dropna().unique()) if "reg_geometry" in df else []
     if args.reg_geometry is None and len(geometries) > 1:
-        p.exit(2, f"ablate.factorial: error: the {method} runs in {args.runs_csv} put var/cov in several geometries "
+        p.exit(2, f"ablate.report.factorial: error: the {method} runs in {args.runs_csv} put var/cov in several geometries "
                   f"({', '.join(geometries)}); choose one with --reg-geometry\n")
     if args.reg_geometry is not None:
         df = df[df["reg_geometry"].isna() | (df["reg_geometry"] == args.reg_geometry)]
     runs = outcomes(df)
     if not len(runs):
-        p.exit(2, f"ablate.factorial: error: no finished run of method {method!r} in {args.runs_csv}; methods "
+        p.exit(2, f"ablate.report.factorial: error: no finished run of method {method!r} in {args.runs_csv}; methods "
                   f"there: {', '.join(methods) or 'none'}\n")
     sys.stdout.write(markdown(runs))
 
