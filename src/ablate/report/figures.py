@@ -77,7 +77,8 @@ def table_figure(plt, s: dict, mode: str, ref: pd.DataFrame, path: Path) -> None
     for j, reg in enumerate(REGS.values()):
         ax.text(j + 0.5, -0.1, reg, ha="center", va="bottom", fontsize=FONT + 3)
     _finish_grid(plt, fig, ax, 3, len(ref), f"VICReg Table 4, ours ({s['slug']}, reg_geometry={mode}) vs paper, "
-                 f"coloured by our verdict", path)
+                 f"coloured by our verdict\nours: linear top-1 %, mean ± 95% t interval over seeds; [n]: between "
+                 f"the baselines", path)
 
 
 def factorial_figure(plt, cells: dict, title: str, path: Path) -> None:
@@ -98,7 +99,8 @@ def factorial_figure(plt, cells: dict, title: str, path: Path) -> None:
             if c:
                 text = c["text"].replace(" (", "\n(").replace(", ", ",\n")  # one note a line: cells are narrow
                 ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=FONT)
-    _finish_grid(plt, fig, ax, 8, 8, f"Verdict over the six switches ({title})", path)
+    _finish_grid(plt, fig, ax, 8, 8, f"Verdict over the six switches ({title})\nlinear top-1 %, mean ± 95% t "
+                 f"interval over seeds", path)
 
 
 def _empty_panel(ax, runs: list[dict]) -> None:
@@ -217,24 +219,27 @@ def panels_of(s: dict, ref: pd.DataFrame) -> list:
 
 
 def figure_names(s: dict) -> dict:
-    """{role: file name} of a setting's figures: ``main`` leads the report, the others follow its details."""
-    slug = s["slug"]
-    names = {"main": table_png(s, "auto") if s["tables"] else f"curves_{slug}.png" if s["compare"] else None}
+    """{role: file name} of a setting's figures: ``main`` (None: no figure) leads the report, the others follow
+    its details. Curve and spectrum figures only where some run kept curves (a runs.csv keeps none)."""
+    slug, curves = s["slug"], any(r["curve"] for r in s["runs"])
+    names = {"main": table_png(s, "auto") if s["tables"] else f"curves_{slug}.png" if s["compare"] and curves
+             else None}
     names |= {f"table4_{m}": table_png(s, m) for m in list(s["tables"])[1:]}
     names |= {f"interactions_{m}": f"interactions_{slug}_{m}.png" for m in s["analysis"]}
     names |= {f"factorial_{m}": f"factorial_{slug}_{m}.png" for m in s["factorial"]}
-    if not s["compare"]:
+    if curves and not s["compare"]:
         names |= {k: f"{k}_{slug}.png" for k in ("std", "scale", "rank")}
-    names["spectra"] = f"spectra_{slug}.png"
+    if any(r["spectrum"] for r in s["runs"]):
+        names["spectra"] = f"spectra_{slug}.png"
     if names["main"] is None:  # a factorial leads with its interactions, else its grid of verdicts
-        names["main"] = names.pop(next((k for k in names if k.startswith(("interactions_", "factorial_"))),
-                                       "spectra"))
+        lead = next((k for k in names if k.startswith(("interactions_", "factorial_"))), None)
+        names["main"] = names.pop(lead) if lead else None
     return names
 
 
 def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
     """Every figure ``figure_names`` lists for the setting, into ``out``."""
-    plt, slug = pyplot(), s["slug"]
+    plt, slug, names = pyplot(), s["slug"], set(figure_names(s).values())
     for mode in s["tables"]:
         table_figure(plt, s, mode, ref, out / table_png(s, mode))
     for method, cells in s["factorial"].items():
@@ -242,13 +247,14 @@ def write_figures(s: dict, ref: pd.DataFrame, out: Path) -> None:
         if method in s["analysis"]:
             fa.heatmap_figure(plt, s["analysis"][method], f"Interactions on collapse, {slug}, {method} recipe",
                               out / f"interactions_{slug}_{method}.png")
-    if s["compare"]:
+    if f"curves_{slug}.png" in names:
         overlaid_figure(plt, s["comparison"]["cells"], f"Training curves, {slug}", out / f"curves_{slug}.png")
-    else:
+    if f"std_{slug}.png" in names:
         panels = panels_of(s, ref)
         curves_figure(plt, panels, "z_std", "z_std_ref", "embedding std (dashed: 1/sqrt(d))",
                       out / f"std_{slug}.png")
         curves_figure(plt, panels, "z_scale", "z_scale_init", "raw embedding spread (dashed: before training)",
                       out / f"scale_{slug}.png", log=True)
         curves_figure(plt, panels, "rank_z", None, "RankMe of the embeddings", out / f"rank_{slug}.png")
-    spectra_figure(plt, s, ref, out / f"spectra_{slug}.png")
+    if f"spectra_{slug}.png" in names:
+        spectra_figure(plt, s, ref, out / f"spectra_{slug}.png")

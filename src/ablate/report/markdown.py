@@ -177,9 +177,11 @@ def answer_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
     out += _factorial_answer(s)
     if s["compare"]:
         out += ["### The configs compared", "", *comparison_markdown(s)]
-        out += ["Baselines:", "", baselines_markdown(s), "", _norm_note(s), ""] if s["baselines"] else []
+    if not s["tables"] and s["baselines"]:
+        out += ["Baselines of this setting (the [n] beside a cell's accuracy places it between them):", "",
+                baselines_markdown(s), "", _norm_note(s), ""]
     main = figure_names(s)["main"]
-    return out + [f"![{main}]({main})", ""]
+    return out + ([f"![{main}]({main})", ""] if main else [])
 
 
 def details_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
@@ -207,4 +209,7 @@ def details_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
             diagnostics_markdown(s["runs"], ref), ""]
     out += provenance_markdown(s)
     rest = [f for k, f in figure_names(s).items() if k != "main"]
-    return out + ["### Figures", "", *(f"![{f}]({f})" for f in rest), ""]
+    if not any(r["curve"] for r in s["runs"]):
+        out += ["No curves or spectra: every run here was read from a runs.csv, which keeps final metrics only "
+                "(their curves were not kept); re-running the sweep draws them.", ""]
+    return out + (["### Figures", "", *(f"![{f}]({f})" for f in rest), ""] if rest else [])
