@@ -513,3 +513,72 @@ def test_the_t_interval_on_worked_numbers():
     assert all(t975(d) > t975(d + 1) for d in range(1, 200))  # falls toward the normal value
     with pytest.raises(ValueError):
         t975(0)
+
+
+def test_the_spectra_label_promises_dashes_only_where_a_collapsed_run_is_drawn(report, tmp_path):
+    from ablate.report import figures
+    from ablate.report.cells import build_settings
+    from ablate.report.load import find_runs
+    from ablate.report.table4 import reference
+
+    out, _ = report
+    root = out.parent
+    ref = reference()
+    (s,) = build_settings(find_runs([root / "sweep_a", root / "sweep_b"]), ref)
+    seen = []
+    real_save = figures._save
+    figures._save = lambda plt, fig, path, dpi=100: seen.append(fig)
+    try:
+        figures.spectra_figure(figures.pyplot(), s, ref, tmp_path / "a.png")
+        s["runs"] = [r for r in s["runs"] if r["verdict"] != "collapse"]
+        figures.spectra_figure(figures.pyplot(), s, ref, tmp_path / "b.png")
+    finally:
+        figures._save = real_save
+    with_collapse, without = seen
+    assert "dashed: collapsed run" in with_collapse.axes[0].get_ylabel()
+    assert any(line.get_linestyle() == "--" for ax in with_collapse.axes for line in ax.get_lines())
+    assert "dashed" not in without.axes[0].get_ylabel()
+    assert all(t.get_fontsize() >= 8 for fig in seen for ax in fig.axes
+               for t in (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()))
+
+
+def test_an_unreadable_runs_csv_is_one_line(tmp_path, capsys):
+    for name, data in (("empty.csv", b""), ("binary.csv", b"\x89PNG\x00\xff\xfe" * 20)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path / name), "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and name in err
+
+
+def test_old_summaries_are_upgraded_in_one_place():
+    from ablate.run.summary import upgrade
+
+    old = {"schema": 1, "status": "complete", "method": "simsiam", "device": "cpu"}
+    s = upgrade(old, {"train": {"precision": "auto", "channels_last": "auto"}})
+    assert (s["invariance"], s["scale_free"], s["precision"], s["channels_last"]) == ("neg_cosine", True, "fp32",
+                                                                                      False)
+    assert "invariance" not in old  # a copy
+    s = upgrade({**old, "device": "cuda:0"}, {"method": {"invariance": "mse"}, "train": {"precision": "auto"}})
+    assert (s["invariance"], s["scale_free"], s["precision"], s["channels_last"]) == ("mse", False, "bf16", True)
+    assert upgrade({"method": "random"})["invariance"] is None and upgrade({"method": "random"})["scale_free"] is None
+
+
+def test_schema2_fields_are_shown(tmp_path):
+    """A summary that records its initialization's metrics and whether its verdict settled: the cell and the
+    diagnostics say a run ended no better than its own initialization and that a verdict is unsettled."""
+    run = fake_run(tmp_path, "vicreg_s0", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none",
+                   verdict="collapse", linear=30.0)
+    s = json.loads((run / "summary.json").read_text())
+    s.update(schema=2, invariance="mse", scale_free=False, metrics_init={"linear_top1": 45.5, "knn_top1": 40.0},
+             verdict_settled=False, verdict_settled_reason="z_scale still rising at the last evaluation")
+    (run / "summary.json").write_text(json.dumps(s))
+    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "collapse 1/1 (verdict unsettled in 1/1, no better than init in 1/1) / collapse" in table_row(
+        md, "| VICReg |  |  |  | ✓ |")
+    diag = table_row(md.split("### Diagnostics per run")[1], "| VICReg (vicreg), No Reg |")
+    assert "collapse (unsettled) (no better than init)" in diag and "| 30.0 | 45.5 |" in diag
+    assert "z_scale still rising at the last evaluation" in diag
+    df = pd.read_csv(tmp_path / "r" / "runs.csv")
+    assert df["init_linear_top1"].tolist() == [45.5] and df["no_better_than_init"].tolist() == [True]

@@ -248,6 +248,9 @@ def build_setting(key: tuple, every: list[dict], ref: pd.DataFrame) -> dict:
     srun = [r for r in every if not r["baseline"]]  # the runs that fill cells
     seeds = sorted({r["seed"] for r in srun if r["seed"] is not None}, key=str)
     grid = is_table4([r for r in srun if r["experiment"] != "factorial"])
+    if not grid and not any(r["experiment"] == "factorial" for r in srun):
+        for r in srun:  # a comparison: its runs are not Table 4 cells, whatever their switches
+            r["cell"] = None
     tables, differ = _table4_cells(srun, seeds, ref) if grid else ({}, [])
     factorial = _factorials(srun, seeds, tables)
     named = [r["scale"] for r in every if r["scale"]]

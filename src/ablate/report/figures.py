@@ -193,6 +193,7 @@ def overlaid_figure(plt, cells: list, title: str, path: Path) -> None:
                             color=line.get_color())
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, not fractions
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=FONT + 1)

@@ -49,7 +49,7 @@ def offline_linear(run_dir: Path) -> dict:
     """``linear_eval_top1`` from the run's ``linear_eval.json`` (``python -m ablate.tools.linear``), if any."""
     res = _json(run_dir / "linear_eval.json")
     top1 = res.get("top1") if isinstance(res, dict) else None
-    return {"linear_eval_top1": top1} if _is_number(top1) else {}
+    return {"linear_eval_top1": top1} if _is_number(top1) and top1 is not None else {}
 
 
 def read_metrics(path: Path) -> list[dict]:
