@@ -447,6 +447,7 @@ def test_runs_of_other_sizes_are_not_seeds_and_a_copy_counts_once(tmp_path, caps
     # two settings, each BYOL cell one run: never 65.0 over 'seeds' of two sizes, the copy not a second seed
     assert len(byol) == 2 and "60.0 [0.67] / 69.3†" in byol[0] + byol[1] and "70.0 / 69.3†" in byol[0] + byol[1]
     assert md.count("not run (re-run the sweep to add it)") == 2  # the big setting: no baselines of its size
+    assert "## Setting `table_cpu`: shapes, small_cnn, 3 epochs (`backbone.widths`=[8, 16])" in md
     assert len(pd.read_csv(tmp_path / "r" / "runs.csv")) == 4
 
 

@@ -269,4 +269,15 @@ def build_settings(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
     scales = [s["scale"] for s in settings]
     for i, s in enumerate(settings):
         s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else f"{s['scale']}_{i + 1}"
+        s["distinct"] = _distinct(s, [o for o in settings if o is not s and o["key"] == s["key"]])
     return settings
+
+
+def _distinct(s: dict, others: list[dict]) -> str:
+    """What sets this setting apart from the others of its data, backbone and epochs: ``key=value`` of each
+    data or scale key whose value differs ('' when there is no other)."""
+    if not others or not s["setting"]:
+        return ""
+    mine, theirs = json.loads(s["setting"]), [json.loads(o["setting"] or "{}") for o in others]
+    keys = sorted(k for k in {*mine, *(k for t in theirs for k in t)} if any(t.get(k) != mine.get(k) for t in theirs))
+    return ", ".join(f"`{k}`={json.dumps(mine.get(k))}" for k in keys)

@@ -165,7 +165,8 @@ def answer_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
     the comparison, with the baselines and the main figure."""
     (data, backbone, epochs), runs = s["key"], s["runs"]
     n = {k: sum(r["status"] == k for r in runs) for k in (*STATUSES, "pending")}
-    out = [f"## Setting `{s['scale']}`: {data}, {backbone}, {epochs} epochs", "",
+    distinct = f" ({s['distinct']})" if s["distinct"] else ""
+    out = [f"## Setting `{s['scale']}`: {data}, {backbone}, {epochs} epochs{distinct}", "",
            f"{len(runs)} runs: {n['complete']} complete, {n['diverged']} diverged, {n['failed']} failed, "
            f"{n['pending']} started and unfinished; seeds {', '.join(map(str, s['seeds'])) or 'none'}.", ""]
     claims = claims_markdown(s, ref) if s["tables"] else None
