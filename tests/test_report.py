@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ablate.config import TECHNIQUES
-from ablate.report import main, regen_commands, summarize_cell
+from ablate.report import main, regen_commands, summarize_cell, write_report
 
 ROW_SWITCHES = {"byol": (1, 1, 1, 1), "simsiam_no_bn": (0, 1, 1, 0), "simsiam_no_pred_no_bn": (0, 1, 0, 0),
                 "simsiam": (0, 1, 1, 1), "vicreg": (0, 0, 0, 1)}
@@ -260,7 +260,7 @@ def test_report_places_each_cell_between_the_baselines(tmp_path):
                  row="simsiam_no_pred_no_bn", reg="none", seed=seed, verdict="collapse", linear=acc)
     fake_run(tmp_path, "vicreg_s2", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", seed=2,
              linear=52.0)
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)  # the text; figures: other tests
     md = (tmp_path / "r" / "report.md").read_text()
     assert table_row(md, "| untrained") == "| untrained backbone (`random`) | 22.0 ± 25.4 | 30.0 ± 0.0 | 0, 1 |"
     assert table_row(md, "| supervised (") == "| supervised (`supervised`) | 82.0 ± 25.4 | 30.0 ± 0.0 | 0, 1 |"
@@ -301,7 +301,7 @@ def test_run_with_malformed_metrics_is_skipped_with_a_warning(tmp_path, capsys, 
     good = fake_run(tmp_path, "good", "byol", switches("byol", "none"), row="byol", reg="none")
     broken = fake_run(tmp_path, "broken", "byol", switches("byol", "none"), row="byol", reg="none", seed=1)
     (broken / "metrics.jsonl").write_text(bad + "\n" + '{"epoch": 2, "z_std": 0.1}\n')
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)  # the text; figures: other tests
     err = capsys.readouterr().err
     assert f"skipping {broken}: " in err and "line 1" in err and str(good) not in err
     df = pd.read_csv(tmp_path / "r" / "runs.csv")
@@ -440,7 +440,7 @@ def test_runs_of_other_sizes_are_not_seeds_and_a_copy_counts_once(tmp_path, caps
         _sized(tmp_path, f"{kind}_small", [4, 8], linear=acc, method=kind, tech=off, verdict=None, baseline=kind,
                experiment=None)
     shutil.copytree(small, tmp_path / "byol_small_copy")
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)
     assert "counting" in capsys.readouterr().err
     md = (tmp_path / "r" / "report.md").read_text()
     byol = [line for line in md.splitlines() if line.startswith("| BYOL |")]
@@ -454,7 +454,7 @@ def test_runs_of_other_sizes_are_not_seeds_and_a_copy_counts_once(tmp_path, caps
 def test_configs_that_share_a_cell_are_said_to_differ(tmp_path):
     for seed, lr in ((0, 0.1), (1, 0.2)):
         _sized(tmp_path, f"byol_lr{lr}", [4, 8], seed=seed, row="byol", reg="none", extra={"optim": {"lr": lr}})
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "- BYOL (byol), No Reg: its runs' configs differ (`optim.lr`: 0.1 / 0.2)" in md
 
@@ -464,7 +464,7 @@ def test_an_inverted_baseline_pair_is_not_normalizable(tmp_path):
     for kind, acc in (("random", 60.0), ("supervised", 50.0)):
         fake_run(tmp_path, kind, kind, off, linear=acc, verdict=None, baseline=kind, experiment=None)
     fake_run(tmp_path, "byol", "byol", switches("byol", "none"), row="byol", reg="none", linear=55.0)
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Not normalizable: the supervised baseline (50.0%) scores no better than the untrained one (60.0%)" in md
     assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 55.0 / 69.3† |")
@@ -473,7 +473,7 @@ def test_an_inverted_baseline_pair_is_not_normalizable(tmp_path):
 
 def test_reused_runs_say_their_curves_were_not_kept(report, tmp_path):
     out, _ = report
-    main([str(out / "runs.csv"), "--out", str(tmp_path / "again")])
+    write_report([out / "runs.csv"], tmp_path / "again", figures=False)
     md = (tmp_path / "again" / "report.md").read_text()
     assert "their curves and spectra were not kept" in md
     from ablate.report import figures
@@ -489,7 +489,7 @@ def test_report_leads_with_the_answer_and_renders_the_note_after_it(report, tmp_
     out, _ = report
     note = tmp_path / "note.md"
     note.write_text("A short note for the reader.")
-    main([str(out / "runs.csv"), "--out", str(tmp_path / "n"), "--note", str(note)])
+    write_report([out / "runs.csv"], tmp_path / "n", note, figures=False)
     md = (tmp_path / "n" / "report.md").read_text()
     lines = md.splitlines()
     first_table = next(i for i, line in enumerate(lines) if line.startswith("| "))
@@ -574,7 +574,7 @@ def test_schema2_fields_are_shown(tmp_path):
     s.update(schema=2, invariance="mse", scale_free=False, metrics_init={"linear_top1": 45.5, "knn_top1": 40.0},
              verdict_settled=False, verdict_settled_reason="z_scale still rising at the last evaluation")
     (run / "summary.json").write_text(json.dumps(s))
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "collapse 1/1 (verdict unsettled in 1/1, no better than init in 1/1) / collapse" in table_row(
         md, "| VICReg |  |  |  | ✓ |")
