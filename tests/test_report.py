@@ -234,7 +234,7 @@ def test_report_reads_an_earlier_runs_csv(report, tmp_path):
     shutil.rmtree(raw_dir)
     fake_run(Path(raw_dir).parent, Path(raw_dir).name, "simsiam", switches("simsiam_no_bn", "var_cov"),
              choices=False, linear=44.0, geometry="sphere")
-    main([str(out / "runs.csv"), str(Path(raw_dir).parent), "--out", str(tmp_path / "again")])
+    write_report([out / "runs.csv", Path(raw_dir).parent], tmp_path / "again", figures=False)
     df = pd.read_csv(tmp_path / "again" / "runs.csv")
     assert len(df) == 11  # 10 old rows, BYOL s0 replaced, the raw run kept beside its sphere successor
     assert sorted(df.loc[df["row"] == "byol", "linear_top1"]) == [64.0, 70.0]
