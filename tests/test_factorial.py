@@ -96,7 +96,7 @@ def test_cli_reads_a_runs_csv(tmp_path, capsys):
     fixture_csv().to_csv(path, index=False)
     factorial.main([str(path)])
     out = capsys.readouterr().out
-    assert "| `predictor` | 32 | 0 / 64 | 32 / 64 | -0.50 | 52.5 | 31.2 |" in out
+    assert "| `predictor` | 32 | 0 / 64 | 32 / 64 | -0.50 ± 0.18 | 52.5 | 31.2 |" in out
     with pytest.raises(SystemExit):
         factorial.main([str(tmp_path / "nope.csv")])
     assert "is not a file" in capsys.readouterr().err
@@ -109,3 +109,25 @@ def test_cli_reads_a_runs_csv(tmp_path, capsys):
     factorial.main([str(path), "--reg-geometry", "raw"])
     # the 16 combinations without var/cov in both seeds, the 48 with them in seed 1 only
     assert "80 finished runs cover 64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["maybe", "2", "on"])
+def test_cli_refuses_a_switch_value_that_is_neither_on_nor_off(tmp_path, capsys, bad):
+    df = fixture_csv().astype({"var": object})
+    df.loc[3, "var"] = bad
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(SystemExit) as e:
+        factorial.main([str(path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and f"var='{bad}'" in err
+
+
+def test_main_effects_carry_a_t_interval_over_the_pairs():
+    import math
+
+    eff = factorial.main_effects(factorial.outcomes(fixture_csv()))
+    # predictor: 16 pairs differ by -1 (var off), 16 by 0 (var on): mean -0.5, s = sqrt(32 * 0.25 / 31)
+    s = math.sqrt(32 * 0.25 / 31)
+    assert eff.loc["predictor", "effect_ci"] == pytest.approx(2.0395 * s / math.sqrt(32), abs=1e-4)
+    assert eff.loc["ema", "effect"] == 0 and eff.loc["ema", "effect_ci"] == 0

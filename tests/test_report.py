@@ -2,9 +2,6 @@
 hand-made run without Hydra choices, a factorial run, runs from two sweep directories and an unrelated file."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +9,7 @@ import pytest
 import yaml
 
 from ablate.config import TECHNIQUES
-from ablate.report import main, regen_commands
+from ablate.report import main, regen_commands, summarize_cell, write_report
 
 ROW_SWITCHES = {"byol": (1, 1, 1, 1), "simsiam_no_bn": (0, 1, 1, 0), "simsiam_no_pred_no_bn": (0, 1, 0, 0),
                 "simsiam": (0, 1, 1, 1), "vicreg": (0, 0, 0, 1)}
@@ -23,24 +20,27 @@ def switches(row, reg):
     return dict(zip(TECHNIQUES, map(bool, ROW_SWITCHES[row] + REG_SWITCHES[reg])))
 
 
-def hydra_files(run_dir, method, tech, choices, seed, epochs=3, legacy=False):
-    """What Hydra writes into a job directory before the job runs (``legacy``: before reg_geometry existed)."""
+def hydra_files(run_dir, method, tech, choices, seed, epochs=3, legacy=False, extra=None):
+    """What Hydra writes into a job directory before the job runs (``legacy``: before reg_geometry existed;
+    ``extra``: top-level config sections to set)."""
     (run_dir / ".hydra").mkdir(parents=True)
     cfg = {"seed": seed, "method": {"name": method}, "train": {"epochs": epochs}, "data": {"name": "shapes"},
            "backbone": {"name": "small_cnn"}, **{t: ({"on": True} if on else None) for t, on in tech.items()}}
     if not legacy:
         cfg["reg_geometry"] = "auto"
+    cfg.update(extra or {})
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
 
 
 def fake_run(root, name, method, tech, *, row=None, reg=None, seed=0, verdict="ok", linear=50.0,
-             experiment="vicreg_table4", epochs=3, choices=True, geometry=None, legacy=False, baseline=None):
+             experiment="vicreg_table4", epochs=3, choices=True, geometry=None, legacy=False, baseline=None,
+             extra=None):
     run_dir = root / name
     ch = {"experiment": experiment, "scale": "table_cpu", "method": method}
     if row:
         ch.update(row=row, reg=reg)
-    hydra_files(run_dir, method, tech, ch, seed, epochs, legacy)
+    hydra_files(run_dir, method, tech, ch, seed, epochs, legacy, extra)
     collapsed = verdict == "collapse"
     curve = [{"epoch": e + 1, "z_std": 0.001 if collapsed else 0.1, "z_std_ref": 0.125,
               "z_scale": 0.3 * 0.1 ** (e + 1) if collapsed else 0.6, "z_scale_init": 0.3,
@@ -137,18 +137,18 @@ def test_report_table_text(report):
     md = (out / "report.md").read_text()
     assert table_row(md, "| Method |") == ("| Method | ME | SG | PR | BN | No Reg (ours / paper) | "
                                           "Var Reg (ours / paper) | Var/Cov Reg (ours / paper) |")
-    # two seeds from two sweep dirs: mean +- std; other columns pending
-    assert table_row(md, "| BYOL |") == "| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 / 69.3† | pending / 70.2 | pending / 69.5 |"
+    # two seeds from two sweep dirs: mean +- 95% t half-width (12.706 * 2.828 / sqrt(2)); other columns pending
+    assert table_row(md, "| BYOL |") == "| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 25.4 / 69.3† | pending / 70.2 | pending / 69.5 |"
     # collapse where the paper has it; seed 1 of this cell never ran
     assert table_row(md, "| SimSiam |  | ✓ |  |  |") == (
-        "| SimSiam |  | ✓ |  |  | collapse (1 pending) / collapse | pending / 56.8 | pending / 66.1 |")
+        "| SimSiam |  | ✓ |  |  | collapse 1/1 (1 pending) / collapse | pending / 56.8 | pending / 66.1 |")
     assert table_row(md, "| SimSiam |  | ✓ | ✓ | ✓ |") == (
         "| SimSiam |  | ✓ | ✓ | ✓ | pending / 67.9† | pending (1/3 ep) / 68.1 | pending / 67.6 |")
     assert table_row(md, "| SimSiam |  | ✓ | ✓ |  |") == (
         "| SimSiam |  | ✓ | ✓ |  | pending / 35.1 | pending / 67.3 | 55.5 (1 pending) / 67.1 |")
     # no collapse where the paper reports one: flagged; the failed cell says why
     assert table_row(md, "| VICReg |  |  |  | ✓ |") == (
-        "| VICReg |  |  |  | ✓ | 40.0 (1 pending) / collapse ⚠ | diverged (1 pending) / 57.5 | "
+        "| VICReg |  |  |  | ✓ | 40.0 (1 pending) / collapse ⚠ | diverged 1/1 (1 pending) / 57.5 | "
         "failed: RuntimeError: out of memory in cell / 68.6† |")
     assert "- VICReg (vicreg), No Reg: ours 40.0 (1 pending), paper collapse. Our verdict: fine." in md
     assert "RuntimeError: out of memory in cell" in md.split("Failed runs:")[1]
@@ -199,9 +199,9 @@ def test_report_shows_each_geometry_and_the_claims(report):
     default, raw = md.split("### VICReg Table 4")[1], md.split("### VICReg Table 4, `reg_geometry=raw`")[1]
     assert table_row(default, "| SimSiam |  | ✓ | ✓ |  |").endswith("| 55.5 (1 pending) / 67.1 |")
     # the raw table: the regularized cell from the raw run, the No Reg cells shared with the default table
-    assert table_row(raw, "| SimSiam |  | ✓ | ✓ |  |").endswith("| collapse (1 pending) / 67.1 ⚠ |")
-    assert table_row(raw, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 / 69.3† |")
-    assert "- SimSiam (simsiam_no_bn), Var/Cov Reg: ours collapse (1 pending), paper 67.1." in raw
+    assert table_row(raw, "| SimSiam |  | ✓ | ✓ |  |").endswith("| collapse 1/1 (1 pending) / 67.1 ⚠ |")
+    assert table_row(raw, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 25.4 / 69.3† |")
+    assert "- SimSiam (simsiam_no_bn), Var/Cov Reg: ours collapse 1/1 (1 pending), paper 67.1." in raw
     claims = md.split("### The paper's claims")[1].split("###")[0]
     assert table_row(claims, "| Paper's claim") == (
         "| Paper's claim (VICReg Table 4) | `reg_geometry=auto` | `reg_geometry=raw` | cells |")
@@ -234,13 +234,13 @@ def test_report_reads_an_earlier_runs_csv(report, tmp_path):
     shutil.rmtree(raw_dir)
     fake_run(Path(raw_dir).parent, Path(raw_dir).name, "simsiam", switches("simsiam_no_bn", "var_cov"),
              choices=False, linear=44.0, geometry="sphere")
-    main([str(out / "runs.csv"), str(Path(raw_dir).parent), "--out", str(tmp_path / "again")])
+    write_report([out / "runs.csv", Path(raw_dir).parent], tmp_path / "again", figures=False)
     df = pd.read_csv(tmp_path / "again" / "runs.csv")
     assert len(df) == 11  # 10 old rows, BYOL s0 replaced, the raw run kept beside its sphere successor
     assert sorted(df.loc[df["row"] == "byol", "linear_top1"]) == [64.0, 70.0]
     assert sorted(df.loc[df["dir"] == raw_dir, "reg_geometry"]) == ["raw", "sphere"]
     md = (tmp_path / "again" / "report.md").read_text()
-    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 67.0 ± 4.2 / 69.3† |")
+    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 67.0 ± 38.1 / 69.3† |")
     assert "runs are read from" in md and "runs.csv" in md
 
 
@@ -260,14 +260,14 @@ def test_report_places_each_cell_between_the_baselines(tmp_path):
                  row="simsiam_no_pred_no_bn", reg="none", seed=seed, verdict="collapse", linear=acc)
     fake_run(tmp_path, "vicreg_s2", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none", seed=2,
              linear=52.0)
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)  # the text; figures: other tests
     md = (tmp_path / "r" / "report.md").read_text()
-    assert table_row(md, "| untrained") == "| untrained backbone (`random`) | 22.0 ± 2.8 | 30.0 ± 0.0 | 0, 1 |"
-    assert table_row(md, "| supervised (") == "| supervised (`supervised`) | 82.0 ± 2.8 | 30.0 ± 0.0 | 0, 1 |"
+    assert table_row(md, "| untrained") == "| untrained backbone (`random`) | 22.0 ± 25.4 | 30.0 ± 0.0 | 0, 1 |"
+    assert table_row(md, "| supervised (") == "| supervised (`supervised`) | 82.0 ± 25.4 | 30.0 ± 0.0 | 0, 1 |"
     assert md.index("| untrained backbone") < md.index("| Method |")  # above the table, not in it
-    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 2.8 [0.67] (1 pending) / 69.3† |")
+    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 62.0 ± 25.4 [0.67] (1 pending) / 69.3† |")
     assert table_row(md, "| SimSiam |  | ✓ |  |  |").startswith(
-        "| SimSiam |  | ✓ |  |  | collapse: 28.0 [0.10] (1 pending) / collapse |")
+        "| SimSiam |  | ✓ |  |  | collapse 2/2: 28.0 [0.10] (1 pending) / collapse |")
     assert table_row(md, "| VICReg |  |  |  | ✓ |").startswith(
         "| VICReg |  |  |  | ✓ | 52.0 [0.50] (2 pending) / collapse ⚠ |")
     assert "### Switch combinations" not in md  # the baselines' methods get no grid of switch combinations
@@ -301,25 +301,36 @@ def test_run_with_malformed_metrics_is_skipped_with_a_warning(tmp_path, capsys, 
     good = fake_run(tmp_path, "good", "byol", switches("byol", "none"), row="byol", reg="none")
     broken = fake_run(tmp_path, "broken", "byol", switches("byol", "none"), row="byol", reg="none", seed=1)
     (broken / "metrics.jsonl").write_text(bad + "\n" + '{"epoch": 2, "z_std": 0.1}\n')
-    main([str(tmp_path), "--out", str(tmp_path / "r")])
+    write_report([tmp_path], tmp_path / "r", figures=False)  # the text; figures: other tests
     err = capsys.readouterr().err
     assert f"skipping {broken}: " in err and "line 1" in err and str(good) not in err
     df = pd.read_csv(tmp_path / "r" / "runs.csv")
     assert df["dir"].tolist() == [str(good)]
 
 
-def test_tied_cell_colour_does_not_depend_on_the_hash_seed():
-    # one seed each of ok, dimensional collapse and diverged: the colour used to be the first of a set,
-    # whose order changes with PYTHONHASHSEED; it is now the worse outcome, in every interpreter
-    code = ("from ablate.report import summarize_cell\n"
-            "run = lambda s, v: {'status': 'diverged' if v == 'diverged' else 'complete', 'seed': s,\n"
-            "                    'verdict': v, 'metrics': {'linear_top1': 50.0}}\n"
-            "c = summarize_cell([run(0, 'dimensional_collapse'), run(1, 'ok'), run(2, 'diverged')], [0, 1, 2])\n"
-            "t = summarize_cell([run(0, 'ok'), run(1, 'collapse'), run(2, 'ok'), run(3, 'collapse')], [0, 1, 2, 3])\n"
-            "print(c['color'], t['color'])\n")
-    colours = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in range(6)}
-    assert colours == {"diverged collapse"}
+def _cell_run(seed, verdict, acc=50.0, **extra):
+    return {"status": "diverged" if verdict == "diverged" else "complete", "seed": seed, "verdict": verdict,
+            "metrics": {"linear_top1": acc}, **extra}
+
+
+def test_a_cell_whose_seeds_disagree_is_mixed_and_says_its_counts():
+    # diverged in 1 of 3: painted as mixed, not as diverged; the two others' mean with its t interval
+    c = summarize_cell([_cell_run(0, "ok", 50.0), _cell_run(1, "ok", 54.0), _cell_run(2, "diverged")], [0, 1, 2])
+    assert c["color"] == "mixed" and c["collapse"] is False
+    assert c["text"] == "52.0 ± 25.4 (diverged in 1/3)"  # 12.706 * 2.828 / sqrt(2)
+    c = summarize_cell([_cell_run(0, "ok"), _cell_run(1, "collapse", 11.0), _cell_run(2, "collapse", 12.0)], [0, 1, 2])
+    assert c["color"] == "mixed" and c["collapse"] == "mixed" and c["text"] == "50.0 (collapse in 2/3)"
+    c = summarize_cell([_cell_run(s, "collapse", 10.0) for s in range(3)], [0, 1, 2])
+    assert (c["color"], c["text"], c["collapse"]) == ("collapse", "collapse 3/3", True)
+    c = summarize_cell([_cell_run(0, "dimensional_collapse")], [0])
+    assert (c["color"], c["text"]) == ("dimensional_collapse", "50.0 (dim. collapse in 1/1)")
+
+
+def test_a_cell_says_unsettled_verdicts_and_runs_no_better_than_their_initialization():
+    runs = [_cell_run(0, "collapse", 40.0, verdict_settled=False, no_better_than_init=True),
+            _cell_run(1, "collapse", 42.0, verdict_settled=True, no_better_than_init=False)]
+    c = summarize_cell(runs, [0, 1])
+    assert c["text"] == "collapse 2/2 (verdict unsettled in 1/2, no better than init in 1/2)"
 
 
 def test_report_analyses_a_partial_factorial(tmp_path):
@@ -344,7 +355,7 @@ def test_report_analyses_a_partial_factorial(tmp_path):
     part = md.split("### Which switch matters, `simsiam` recipe")[1].split("\n### ")[0]
     assert "`python -m ablate.report.factorial runs.csv --method simsiam` prints the same" in part
     # predictor: pairs (var, bn) = (0,0), (0,1), (1,1); with it off 2 of those 3 collapse, 2 seeds each
-    assert "| `predictor` | 3 | 0 / 6 | 4 / 6 | -0.67 | 50.0 | 23.3 |" in part
+    assert "| `predictor` | 3 | 0 / 6 | 4 / 6 | -0.67 ± 1.43 | 50.0 | 23.3 |" in part
     assert "Held fixed in every run (no effect measured): `ema`, `stop_grad`, `cov`." in part
     assert "- on, no run collapsed: `predictor` on [6]; `var` on [6]" in part
     assert "- off, every run collapsed: `predictor` and `var` off [4]" in part
@@ -367,3 +378,208 @@ def test_regen_command_names_every_seed_a_sweep_dir_holds(tmp_path):
     runs = [{"sweep_dir": tmp_path, "seed": s, "overrides": []} for s in (1, 0, 1)]
     assert regen_commands(runs) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=0,1"]
     assert regen_commands(runs[:1]) == ["python -m ablate -m +experiment=factorial +method=vicreg seed=1"]
+
+
+def test_a_sweep_that_is_not_table4_gets_a_comparison_report(tmp_path):
+    """SimSiam's predictor on / off, two seeds each, outside the Table 4 sweep: a comparison of the two configs,
+    with the switch that varies as a column, intervals over seeds, and their curves overlaid on one axis."""
+    sweep = tmp_path / "pred"
+    for pred in (True, False):
+        for seed, acc in ((0, 40.0), (1, 44.0)):
+            tech = {**switches("simsiam", "none"), "predictor": pred}
+            fake_run(sweep, f"pred{pred:d}_s{seed}", "simsiam", tech, seed=seed, experiment=None,
+                     linear=acc + 10 * pred, verdict="ok" if pred else "collapse")
+    main([str(sweep), "--out", str(tmp_path / "r")])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Table 4" not in md and "pending" not in md and "claim" not in md
+    assert md.startswith("# Anti-collapse ablations: a comparison of configs")
+    assert table_row(md, "| `predictor` |") == ("| `predictor` | seeds | linear top-1 % | kNN top-1 % | RankMe z | "
+                                               "verdicts |")
+    assert table_row(md, "| on |") == "| on | 2 | 52.0 ± 25.4 | 30.0 ± 0.0 | 20.0 ± 0.0 | ok 2/2 |"
+    assert table_row(md, "| off |") == "| off | 2 | 42.0 ± 25.4 | 30.0 ± 0.0 | 1.1 ± 0.0 | collapse 2/2 |"
+    assert "95% Student-t interval" in md
+    lines = md.splitlines()
+    assert next(i for i, line in enumerate(lines) if line.startswith("| ")) < 40
+    png = (tmp_path / "r" / "curves_table_cpu.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000 and "(curves_table_cpu.png)" in md
+    # the figure draws both configs' curves on each axis, with a legend naming them
+    from ablate.report import compare, figures
+    from ablate.report.cells import build_settings
+    from ablate.report.load import find_runs
+    from ablate.report.table4 import reference
+
+    (s,) = build_settings(find_runs([sweep]), reference())
+    s["comparison"] = compare.comparison(s)
+    plt = figures.pyplot()
+    seen = []
+    real_save = figures._save
+    figures._save = lambda plt, fig, path, dpi=100: seen.append(fig)
+    try:
+        figures.overlaid_figure(plt, s["comparison"]["cells"], "t", tmp_path / "c.png")
+    finally:
+        figures._save = real_save
+    ax = seen[0].axes[0]
+    assert len(ax.get_lines()) == 2 and sorted(t.get_text() for t in seen[0].legends[0].get_texts()) == [
+        "predictor=off (n=2)", "predictor=on (n=2)"]
+
+
+def _sized(root, name, widths, seed=0, linear=60.0, **kw):
+    extra = {"backbone": {"name": "small_cnn", "widths": widths}, **kw.pop("extra", {})}
+    method = kw.pop("method", "byol")
+    tech = kw.pop("tech", switches("byol", "none"))
+    return fake_run(root, name, method, tech, seed=seed, linear=linear, extra=extra, **kw)
+
+
+def test_runs_of_other_sizes_are_not_seeds_and_a_copy_counts_once(tmp_path, capsys):
+    import shutil
+
+    off = dict.fromkeys(TECHNIQUES, False)
+    small = _sized(tmp_path, "byol_small", [4, 8], row="byol", reg="none", linear=60.0)
+    _sized(tmp_path, "byol_big", [8, 16], row="byol", reg="none", linear=70.0)
+    for kind, acc in (("random", 20.0), ("supervised", 80.0)):  # baselines of the small size only
+        _sized(tmp_path, f"{kind}_small", [4, 8], linear=acc, method=kind, tech=off, verdict=None, baseline=kind,
+               experiment=None)
+    shutil.copytree(small, tmp_path / "byol_small_copy")
+    write_report([tmp_path], tmp_path / "r", figures=False)
+    assert "counting" in capsys.readouterr().err
+    md = (tmp_path / "r" / "report.md").read_text()
+    byol = [line for line in md.splitlines() if line.startswith("| BYOL |")]
+    # two settings, each BYOL cell one run: never 65.0 over 'seeds' of two sizes, the copy not a second seed
+    assert len(byol) == 2 and "60.0 [0.67] / 69.3†" in byol[0] + byol[1] and "70.0 / 69.3†" in byol[0] + byol[1]
+    assert md.count("not run (re-run the sweep to add it)") == 2  # the big setting: no baselines of its size
+    assert "## Setting `table_cpu`: shapes, small_cnn, 3 epochs (`backbone.widths`=[8, 16])" in md
+    assert len(pd.read_csv(tmp_path / "r" / "runs.csv")) == 4
+
+
+def test_configs_that_share_a_cell_are_said_to_differ(tmp_path):
+    for seed, lr in ((0, 0.1), (1, 0.2)):
+        _sized(tmp_path, f"byol_lr{lr}", [4, 8], seed=seed, row="byol", reg="none", extra={"optim": {"lr": lr}})
+    write_report([tmp_path], tmp_path / "r", figures=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "- BYOL (byol), No Reg: its runs' configs differ (`optim.lr`: 0.1 / 0.2)" in md
+
+
+def test_an_inverted_baseline_pair_is_not_normalizable(tmp_path):
+    off = dict.fromkeys(TECHNIQUES, False)
+    for kind, acc in (("random", 60.0), ("supervised", 50.0)):
+        fake_run(tmp_path, kind, kind, off, linear=acc, verdict=None, baseline=kind, experiment=None)
+    fake_run(tmp_path, "byol", "byol", switches("byol", "none"), row="byol", reg="none", linear=55.0)
+    write_report([tmp_path], tmp_path / "r", figures=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Not normalizable: the supervised baseline (50.0%) scores no better than the untrained one (60.0%)" in md
+    assert table_row(md, "| BYOL |").startswith("| BYOL | ✓ | ✓ | ✓ | ✓ | 55.0 / 69.3† |")
+    assert pd.read_csv(tmp_path / "r" / "runs.csv")["linear_norm"].isna().all()
+
+
+def test_reused_runs_say_their_curves_were_not_kept(report, tmp_path):
+    out, _ = report
+    write_report([out / "runs.csv"], tmp_path / "again", figures=False)
+    md = (tmp_path / "again" / "report.md").read_text()
+    assert "their curves and spectra were not kept" in md
+    from ablate.report import figures
+
+    texts = []
+    figures._empty_panel(type("Ax", (), {"text": lambda self, *a, **k: texts.append(a[2]), "transAxes": None,
+                                          "set_xticks": lambda self, x: None, "set_yticks": lambda self, y: None})(),
+                         [{"status": "complete", "source": "runs.csv"}])
+    assert texts == ["curve not kept (runs.csv)"]
+
+
+def test_report_leads_with_the_answer_and_renders_the_note_after_it(report, tmp_path):
+    out, _ = report
+    note = tmp_path / "note.md"
+    note.write_text("A short note for the reader.")
+    write_report([out / "runs.csv"], tmp_path / "n", note, figures=False)
+    md = (tmp_path / "n" / "report.md").read_text()
+    lines = md.splitlines()
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    assert first_table < 40 and md.index("| Method |") < md.index("## Note") < md.index("### Diagnostics per run")
+    assert md.index("![table4_table_cpu.png]") < md.index("## Note")
+
+
+def test_the_t_interval_on_worked_numbers():
+    import math
+
+    from ablate.report.stats import fmt_ci, mean_ci, t975
+
+    # [1, 2, 3]: mean 2, s = 1, half-width t_{0.975,2} * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    mean, half, n = mean_ci([1.0, 2.0, 3.0, None, float("nan")])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 / math.sqrt(3)) and round(half, 3) == 2.484
+    assert fmt_ci([60.0, 64.0]) == "62.0 ± 25.4"  # 12.706 * sqrt(8) / sqrt(2)
+    assert mean_ci([5.0]) == (5.0, None, 1) and mean_ci([]) == (None, None, 0) and fmt_ci([7.0]) == "7.0"
+    # the table's ends and the expansion beyond it, against published quantiles
+    assert (t975(1), t975(2), t975(30)) == (12.706, 4.303, 2.042)
+    for df, want in ((31, 2.0395), (40, 2.0211), (60, 2.0003), (120, 1.9799), (10 ** 6, 1.9600)):
+        assert t975(df) == pytest.approx(want, abs=2e-4)
+    assert all(t975(d) > t975(d + 1) for d in range(1, 200))  # falls toward the normal value
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_the_spectra_label_promises_dashes_only_where_a_collapsed_run_is_drawn(report, tmp_path):
+    from ablate.report import figures
+    from ablate.report.cells import build_settings
+    from ablate.report.load import find_runs
+    from ablate.report.table4 import reference
+
+    out, _ = report
+    root = out.parent
+    ref = reference()
+    (s,) = build_settings(find_runs([root / "sweep_a", root / "sweep_b"]), ref)
+    seen = []
+    real_save = figures._save
+    figures._save = lambda plt, fig, path, dpi=100: seen.append(fig)
+    try:
+        figures.spectra_figure(figures.pyplot(), s, ref, tmp_path / "a.png")
+        s["runs"] = [r for r in s["runs"] if r["verdict"] != "collapse"]
+        figures.spectra_figure(figures.pyplot(), s, ref, tmp_path / "b.png")
+    finally:
+        figures._save = real_save
+    with_collapse, without = seen
+    assert "dashed: collapsed run" in with_collapse.axes[0].get_ylabel()
+    assert any(line.get_linestyle() == "--" for ax in with_collapse.axes for line in ax.get_lines())
+    assert "dashed" not in without.axes[0].get_ylabel()
+    assert all(t.get_fontsize() >= 8 for fig in seen for ax in fig.axes
+               for t in (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()))
+
+
+def test_an_unreadable_runs_csv_is_one_line(tmp_path, capsys):
+    for name, data in (("empty.csv", b""), ("binary.csv", b"\x89PNG\x00\xff\xfe" * 20)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path / name), "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and name in err
+
+
+def test_old_summaries_are_upgraded_in_one_place():
+    from ablate.run.summary import upgrade
+
+    old = {"schema": 1, "status": "complete", "method": "simsiam", "device": "cpu"}
+    s = upgrade(old, {"train": {"precision": "auto", "channels_last": "auto"}})
+    assert (s["invariance"], s["scale_free"], s["precision"], s["channels_last"]) == ("neg_cosine", True, "fp32",
+                                                                                      False)
+    assert "invariance" not in old  # a copy
+    s = upgrade({**old, "device": "cuda:0"}, {"method": {"invariance": "mse"}, "train": {"precision": "auto"}})
+    assert (s["invariance"], s["scale_free"], s["precision"], s["channels_last"]) == ("mse", False, "bf16", True)
+    assert upgrade({"method": "random"})["invariance"] is None and upgrade({"method": "random"})["scale_free"] is None
+
+
+def test_schema2_fields_are_shown(tmp_path):
+    """A summary that records its initialization's metrics and whether its verdict settled: the cell and the
+    diagnostics say a run ended no better than its own initialization and that a verdict is unsettled."""
+    run = fake_run(tmp_path, "vicreg_s0", "vicreg", switches("vicreg", "none"), row="vicreg", reg="none",
+                   verdict="collapse", linear=30.0)
+    s = json.loads((run / "summary.json").read_text())
+    s.update(schema=2, invariance="mse", scale_free=False, metrics_init={"linear_top1": 45.5, "knn_top1": 40.0},
+             verdict_settled=False, verdict_settled_reason="z_scale still rising at the last evaluation")
+    (run / "summary.json").write_text(json.dumps(s))
+    write_report([tmp_path], tmp_path / "r", figures=False)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "collapse 1/1 (verdict unsettled in 1/1, no better than init in 1/1) / collapse" in table_row(
+        md, "| VICReg |  |  |  | ✓ |")
+    diag = table_row(md.split("### Diagnostics per run")[1], "| VICReg (vicreg), No Reg |")
+    assert "collapse (unsettled) (no better than init)" in diag and "| 30.0 | 45.5 |" in diag
+    assert "z_scale still rising at the last evaluation" in diag
+    df = pd.read_csv(tmp_path / "r" / "runs.csv")
+    assert df["init_linear_top1"].tolist() == [45.5] and df["no_better_than_init"].tolist() == [True]

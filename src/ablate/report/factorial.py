@@ -4,8 +4,8 @@ any 2^k sub-factorial of the eight switches (the six and negatives, xcorr) that 
 Every figure is computed from the rows of a report's ``runs.csv`` (the switch columns, ``status``,
 ``verdict``, ``linear_top1``, ``seed``) of one method's recipe, so a reader can recompute it:
 
-    python -m ablate.factorial reports/factorial_simsiam/runs.csv --method simsiam
-    python -m ablate.factorial runs.csv --method simsiam --switches predictor,negatives,var
+    python -m ablate.report.factorial reports/factorial_simsiam/runs.csv --method simsiam
+    python -m ablate.report.factorial runs.csv --method simsiam --switches predictor,negatives,var
 
 The switches analysed are the ones ``outcomes`` keeps as columns (default: the six); the other functions read
 them from there. A switch column missing from an older runs.csv reads as off.
@@ -30,10 +30,24 @@ import pandas as pd
 
 from ..config import SWITCHES, TECHNIQUES
 from ..run.summary import FINISHED
+from .stats import mean_ci
+from .tables import md_table
+
+SWITCH_VALUES = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
 
 
 def _bool(v) -> bool:
-    return str(v).strip().lower() in ("true", "1", "1.0")
+    return SWITCH_VALUES[str(v).strip().lower()]
+
+
+def unknown_switch_values(df: pd.DataFrame) -> str | None:
+    """The first switch column holding a value that is neither on nor off (``True``/``False``/``1``/``0``),
+    as ``column=value``; None when every value is one of those (or empty)."""
+    for t in (t for t in SWITCHES if t in df):
+        bad = [v for v in df[t].dropna().unique() if str(v).strip().lower() not in SWITCH_VALUES]
+        if bad:
+            return f"{t}={bad[0]!r}"
+    return None
 
 
 def outcomes(runs: pd.DataFrame, switches=TECHNIQUES) -> pd.DataFrame:
@@ -43,7 +57,7 @@ def outcomes(runs: pd.DataFrame, switches=TECHNIQUES) -> pd.DataFrame:
     unknown = [t for t in switches if t not in SWITCHES]
     if unknown:
         raise ValueError(f"unknown switch {', '.join(unknown)}; choose among {', '.join(SWITCHES)}")
-    runs = runs.assign(**{t: False for t in SWITCHES if t not in runs})
+    runs = runs.assign(**{t: runs[t].fillna(False) if t in runs else False for t in SWITCHES if t not in TECHNIQUES})
     done = runs[runs["status"].isin(FINISHED) & runs[list(TECHNIQUES)].notna().all(axis=1)]
     out = pd.DataFrame({t: done[t].map(_bool) for t in switches})
     out["collapsed"] = (done["verdict"] == "collapse").to_numpy()
@@ -78,20 +92,25 @@ def varied(c: pd.DataFrame) -> list[str]:
 
 
 def main_effects(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per switch: runs, collapsed runs, collapse rate and mean linear top-1 with it on and off, over the
-    matched pairs of combinations (both run); ``effect`` = rate on - rate off."""
+    """Per switch with at least one matched pair of combinations (run both with it on and off): the runs,
+    collapsed runs, collapse rate and mean linear top-1 with it on and off, pooled over those pairs; ``effect``,
+    the mean over the pairs of (rate on - rate off), the factorial estimate that weighs each pair alike, and
+    ``effect_ci``, the half-width of its 95% Student-t interval over the pairs (NaN for one pair)."""
     c, sw = cells(runs), names(runs)
     rows = {}
+    combos = list(runs[list(sw)].itertuples(index=False, name=None))
     for t in varied(c):
         i = sw.index(t)
         on = [k for k in c.index if k[i] and _flip(k, t, order=sw) in c.index]
-        sides, combos = {}, list(runs[list(sw)].itertuples(index=False, name=None))
+        if not on:
+            continue
+        sides = {}
         for side, keys in (("on", set(on)), ("off", {_flip(k, t, order=sw) for k in on})):
             sel = runs[[k in keys for k in combos]]
             sides |= {f"runs_{side}": len(sel), f"collapsed_{side}": int(sel["collapsed"].sum()),
-                      f"rate_{side}": sel["collapsed"].mean() if len(sel) else math.nan,
-                      f"linear_{side}": sel["linear_top1"].mean()}
-        rows[t] = {"pairs": len(on), **sides, "effect": sides["rate_on"] - sides["rate_off"]}
+                      f"rate_{side}": sel["collapsed"].mean(), f"linear_{side}": sel["linear_top1"].mean()}
+        effect, half, _ = mean_ci([c.loc[k, "rate"] - c.loc[_flip(k, t, order=sw), "rate"] for k in on])
+        rows[t] = {"pairs": len(on), **sides, "effect": effect, "effect_ci": math.nan if half is None else half}
     eff = pd.DataFrame.from_dict(rows, orient="index")
     ints = ["pairs", "runs_on", "collapsed_on", "runs_off", "collapsed_off"]
     return eff.astype({c: int for c in ints}) if len(eff) else eff
@@ -194,24 +213,24 @@ def paragraph(runs: pd.DataFrame) -> str:
     return " ".join(text)
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
 def _pct(x) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _effect(e) -> str:
+    return f"{e['effect']:+.2f}" + ("" if math.isnan(e["effect_ci"]) else f" ± {e['effect_ci']:.2f}")
 
 
 def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
     """The analysis as report sections: main effects, interactions, minimal sets, gaps, paragraph."""
     eff = main_effects(runs)
-    out = ["Main effects (complete collapse; pairs: combinations run with the switch both on and off, the "
-           "figures beside them pool the runs of those pairs):", ""]
+    out = ["Main effects on complete collapse. Pairs: switch combinations run with the switch both on and off; "
+           "the effect is the mean over the pairs of (collapse rate on - off) with its 95% Student-t interval "
+           "over the pairs; the counts and accuracies beside it pool the runs of those pairs.", ""]
     rows = [[f"`{t}`", e["pairs"], f"{e['collapsed_on']} / {e['runs_on']}", f"{e['collapsed_off']} / {e['runs_off']}",
-             f"{e['effect']:+.2f}", _pct(e["linear_on"]), _pct(e["linear_off"])] for t, e in eff.astype(object).iterrows()]
-    out += [_md_table(["switch", "pairs", "collapsed with it on", "collapsed with it off", "effect on collapse rate",
-                       "linear % on", "linear % off"], rows), ""]
+             _effect(e), _pct(e["linear_on"]), _pct(e["linear_off"])] for t, e in eff.astype(object).iterrows()]
+    out += [md_table(["switch", "pairs", "collapsed with it on", "collapsed with it off",
+                      "effect on collapse rate (± 95% t over pairs)", "linear % on", "linear % off"], rows), ""]
     sw = names(runs)
     fixed = [t for t in sw if t not in eff.index]
     if fixed:
@@ -223,7 +242,7 @@ def markdown(runs: pd.DataFrame, heatmap: str | None = None) -> str:
             ""]
     rows = [[f"`{a}`", *(f"{inter.loc[a, b]:+.2f} [{count.loc[a, b]}]" if not math.isnan(inter.loc[a, b]) else ""
                          for b in sw)] for a in sw]
-    out += [_md_table(["", *sw], rows), ""]
+    out += [md_table(["", *sw], rows), ""]
     prevent, cause = minimal_sets(runs, on=True), minimal_sets(runs, on=False)
     out += ["Minimal sets, read from the runs (a set is listed when every run that has it shares the outcome and "
             "no smaller set does; the number of runs behind it in brackets):", "",
@@ -259,7 +278,7 @@ def heatmap_figure(plt, runs: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m ablate.factorial",
+    p = argparse.ArgumentParser(prog="python -m ablate.report.factorial",
                                 description="The factorial analysis of a report's runs.csv, as markdown.")
     p.add_argument("runs_csv", type=Path, help="a report's runs.csv")
     p.add_argument("--method", help="the recipe to analyse (the method column); needed when there are several")
@@ -272,30 +291,38 @@ def main(argv=None) -> None:
     chosen = tuple(t.strip() for t in args.switches.split(",") if t.strip())
     bad = [t for t in chosen if t not in SWITCHES] or (["(none)"] if not chosen else [])
     if bad or len(set(chosen)) != len(chosen):
-        p.exit(2, f"ablate.factorial: error: --switches {args.switches}: name each switch once, among "
+        p.exit(2, f"ablate.report.factorial: error: --switches {args.switches}: name each switch once, among "
                   f"{','.join(SWITCHES)}\n")
     if not args.runs_csv.is_file():
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
-    df = pd.read_csv(args.runs_csv)
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
+    try:
+        df = pd.read_csv(args.runs_csv)
+    except (ValueError, UnicodeDecodeError) as e:
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a readable CSV ({str(e).splitlines()[0]}); "
+                  f"give the runs.csv python -m ablate.report writes\n")
     missing = [c for c in (*TECHNIQUES, "status", "verdict", "method") if c not in df]
     if missing:
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
                   f"runs.csv python -m ablate.report writes\n")
+    bad = unknown_switch_values(df)
+    if bad:
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} has the switch value {bad}; a switch is True or False "
+                  f"(1 or 0): fix that row\n")
     methods = sorted(df.loc[df[list(TECHNIQUES)].notna().all(axis=1), "method"].dropna().unique())
     if args.method is None and len(methods) > 1:
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} holds the recipes {', '.join(methods)}; choose one "
+        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} holds the recipes {', '.join(methods)}; choose one "
                   f"with --method\n")
     method = args.method or (methods[0] if methods else None)
     df = df[df["method"] == method]
     geometries = sorted(df["reg_geometry"].dropna().unique()) if "reg_geometry" in df else []
     if args.reg_geometry is None and len(geometries) > 1:
-        p.exit(2, f"ablate.factorial: error: the {method} runs in {args.runs_csv} put var/cov in several geometries "
+        p.exit(2, f"ablate.report.factorial: error: the {method} runs in {args.runs_csv} put var/cov in several geometries "
                   f"({', '.join(geometries)}); choose one with --reg-geometry\n")
     if args.reg_geometry is not None:
         df = df[df["reg_geometry"].isna() | (df["reg_geometry"] == args.reg_geometry)]
     runs = outcomes(df, chosen)
     if not len(runs):
-        p.exit(2, f"ablate.factorial: error: no finished run of method {method!r} in {args.runs_csv}; methods "
+        p.exit(2, f"ablate.report.factorial: error: no finished run of method {method!r} in {args.runs_csv}; methods "
                   f"there: {', '.join(methods) or 'none'}\n")
     sys.stdout.write(markdown(runs))
 

@@ -1,0 +1,188 @@
+"""VICReg Table 4: the paper's reference, where a run sits in it, the paper's claims about it, its markdown.
+
+A run is placed in a cell by its ``choices.row`` / ``choices.reg`` (the Table 4 sweep), else by its method and
+switches. A setting gets a Table 4 only when its runs are Table 4 cells: some run came from the Table 4 sweep
+(``experiment=vicreg_table4`` or a ``+row`` choice); other sweeps get a comparison report (``compare``).
+"""
+
+from importlib import resources
+
+import pandas as pd
+
+from ..config import SWITCHES, TECHNIQUES
+from ..losses import reg_geometry
+from ..run.summary import FINISHED
+from .load import regularized, warn
+from .tables import md_table
+
+REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
+REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
+SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov",
+         "negatives": "Neg", "xcorr": "XC"}
+BEYOND = SWITCHES[len(TECHNIQUES):]  # negatives, xcorr: no Table 4 cell has them
+GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geometry=auto`, the default: sphere "
+                      "for BYOL/SimSiam, raw for VICReg)",
+              "raw": "var/cov on the raw projector outputs in every row (`reg_geometry=raw`)",
+              "sphere": "var/cov on sqrt(d) z/|z| in every row (`reg_geometry=sphere`)"}
+
+
+def reference() -> pd.DataFrame:
+    """The paper's Table 4 (shipped in the package), indexed by the conf/row/ option name."""
+    with (resources.files("ablate") / "reference" / "vicreg_table4.csv").open() as f:
+        ref = pd.read_csv(f, comment="#", dtype=str, keep_default_na=False).set_index("row")
+    for t in TECHNIQUES[:4]:
+        ref[t] = ref[t] == "1"
+    return ref
+
+
+def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
+    """The Table 4 cell (row, reg) of a run, or None when its method and switches are not in the table."""
+    tech, method = run["techniques"], run["method"]
+    by_switches = None
+    if tech and any(tech.get(t) for t in BEYOND):
+        return None
+    if tech and method:
+        reg = REG_OF_SWITCHES.get((tech["var"], tech["cov"]))
+        match = ref[(ref["method"] == method) & pd.concat([ref[t] == tech[t] for t in TECHNIQUES[:4]],
+                                                           axis=1).all(axis=1)]
+        if reg and len(match):
+            by_switches = (match.index[0], reg)
+    row, reg = run["choices"].get("row"), run["choices"].get("reg")
+    if row in ref.index and reg in REGS:
+        if by_switches is not None and by_switches != (row, reg):
+            warn(f"{run['dir']}: row={row} reg={reg} but its switches are those of {by_switches}; "
+                 f"placing it by its switches")
+            return by_switches
+        return row, reg
+    return by_switches
+
+
+def is_table4(runs: list[dict]) -> bool:
+    """Whether these (non-baseline) runs are Table 4 cells: some came from the Table 4 sweep."""
+    return any(r["experiment"] == "vicreg_table4" or r["choices"].get("row") for r in runs)
+
+
+def in_geometry(run: dict, mode: str) -> bool:
+    """Whether a run belongs to the table of ``reg_geometry=mode``: runs without var/cov belong to every one."""
+    return not regularized(run) or run["reg_geometry"] == reg_geometry(mode, run["invariance"])
+
+
+def geometry_modes(runs: list[dict]) -> list[str]:
+    """The reg_geometry tables worth showing: auto always, raw and sphere where some regularized run belongs
+    to them and not to auto (so a table differs from the default in at least one cell)."""
+    reg = [r for r in runs if regularized(r)]
+    return ["auto"] + [m for m in ("raw", "sphere")
+                       if any(in_geometry(r, m) and not in_geometry(r, "auto") for r in reg)]
+
+
+def row_label(ref: pd.DataFrame, row: str) -> str:
+    r = ref.loc[row]
+    return f"{r['label']} " + (" ".join(SHORT[t] for t in TECHNIQUES[:4] if r[t]) or "-")
+
+
+def cell_label(ref: pd.DataFrame, cell: tuple) -> str:
+    row, reg = cell
+    return f"{row_label(ref, row)} {REGS[reg].replace(' Reg', '') if reg != 'none' else REGS[reg]}"
+
+
+def table_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> tuple[str, list[str]]:
+    """Table 4 of one geometry (ours / paper in each cell, ⚠ where collapse disagrees) and the flag lines."""
+    rows, flags = [], []
+    for row, r in ref.iterrows():
+        cells = []
+        for reg in REGS:
+            c, paper = setting["tables"][mode][(row, reg)], r[reg]
+            dagger = "†" if r["original"] == reg else ""
+            flag = ""
+            if c["collapse"] is not None and c["collapse"] != (paper == "collapse"):
+                flag = " ⚠"
+                reasons = sorted({x["verdict_reason"] for x in setting["runs"]
+                                  if x["cell"] == (row, reg) and in_geometry(x, mode) and x["status"] in FINISHED
+                                  and x["verdict_reason"]})
+                flags.append(f"- {r['label']} ({row}), {REGS[reg]}: ours {c['text']}, paper {paper}. "
+                             f"Our verdict: {'; '.join(reasons)}.")
+            cells.append(f"{c['text']} / {paper}{dagger}{flag}")
+        rows.append([r["label"], *("✓" if r[t] else "" for t in TECHNIQUES[:4]), *cells])
+    header = ["Method", "ME", "SG", "PR", "BN", *(f"{v} (ours / paper)" for v in REGS.values())]
+    return md_table(header, rows), flags
+
+
+# The paper's statements about Table 4; each test reads one table of cells and returns True, False or None
+# (not run yet), and names the cell it decides on.
+def _no_collapse(cell):
+    return cell, lambda t: None if t[cell]["collapse"] is None else t[cell]["collapse"] is False
+
+
+def _collapse(cell):
+    return cell, lambda t: None if t[cell]["collapse"] is None else t[cell]["collapse"] is True
+
+
+def _better(cell, base):
+    """``cell`` beats ``base``: a higher mean linear top-1, or no collapse where ``base`` collapsed."""
+    def test(t):
+        a, b = t[cell], t[base]
+        if a["collapse"] is None or b["collapse"] is None:
+            return None
+        if a["collapse"] is True or b["collapse"] is True:
+            return a["collapse"] is not True
+        return None if a["acc"] is None or b["acc"] is None else a["acc"] > b["acc"]
+    return cell, test
+
+
+def _close(cell, base, points=2.0):
+    def test(t):
+        a, b = t[cell], t[base]
+        if a["collapse"] is None or b["collapse"] is None:
+            return None
+        return a["acc"] is not None and b["acc"] is not None and abs(a["acc"] - b["acc"]) <= points
+    return cell, test
+
+
+WITH_BN = ("byol", "simsiam")
+ROWS_3_8 = ("simsiam_no_bn", "simsiam_no_pred_no_bn", "vicreg_pred_no_bn", "vicreg_pred", "vicreg", "vicreg_no_bn")
+CLAIMS = [
+    ("BYOL and SimSiam with BN need no var/cov: no collapse with No Reg",
+     [_no_collapse((row, "none")) for row in WITH_BN]),
+    ("SimSiam without BN does not collapse with No Reg, but is below SimSiam with BN (35.1 vs 67.9)",
+     [_no_collapse(("simsiam_no_bn", "none")), _better(("simsiam", "none"), ("simsiam_no_bn", "none"))]),
+    ("Invariance alone collapses in rows 4-8 (SimSiam without predictor and BN, every VICReg row)",
+     [_collapse((row, "none")) for row in ROWS_3_8[1:]]),
+    ("The variance term alone prevents collapse in every row",
+     [_no_collapse((row, "var")) for row in (*WITH_BN, *ROWS_3_8)]),
+    ("Variance and covariance together prevent collapse in every row",
+     [_no_collapse((row, "var_cov")) for row in (*WITH_BN, *ROWS_3_8)]),
+    ("Covariance improves on variance alone in rows 3-8 (+9 to +12 points in the paper)",
+     [_better((row, "var_cov"), (row, "var")) for row in ROWS_3_8]),
+    ("Var or Var/Cov changes BYOL and SimSiam with BN little (paper: within 1 point; here: within 2)",
+     [_close((row, reg), (row, "none")) for row in WITH_BN for reg in ("var", "var_cov")]),
+]
+VERDICT_WORDS = {(True,): "held", (False,): "not held", (False, True): "mixed"}
+
+
+def _claim_outcome(tests, table: dict, ref: pd.DataFrame) -> str | None:
+    """held / not held / mixed (naming the cells against it), with how many cells ran; None: none ran."""
+    got = [test(table) for _, test in tests]
+    known = sorted({g for g in got if g is not None})
+    if not known:
+        return None
+    word = VERDICT_WORDS[tuple(known)]
+    if word == "mixed":
+        word += ": not in " + ", ".join(cell_label(ref, c) for (c, _), g in zip(tests, got) if g is False)
+    if None in got:
+        word += f" ({len(got) - got.count(None)} of {len(got)} cells run)"
+    return word
+
+
+def claims_markdown(setting: dict, ref: pd.DataFrame) -> str | None:
+    """One row per claim decided in some geometry's table (its cells ran): held / not held / mixed in each,
+    and the cells that decide it; None when no claim is decided yet."""
+    modes = list(setting["tables"])
+    rows = []
+    for claim, tests in CLAIMS:
+        outcomes = [_claim_outcome(tests, setting["tables"][mode], ref) for mode in modes]
+        if any(outcomes):
+            rows.append([claim, *(o or "not run" for o in outcomes),
+                         ", ".join(cell_label(ref, c) for c, _ in tests)])
+    if not rows:
+        return None
+    return md_table(["Paper's claim (VICReg Table 4)", *(f"`reg_geometry={m}`" for m in modes), "cells"], rows)
