@@ -28,7 +28,8 @@ from ablate.losses import (
     xcorr_offdiagonal,
 )
 from ablate.method import JointEmbedding
-from ablate.report import CSV_FIELDS, factorial
+from ablate.report import factorial
+from ablate.report.load import CSV_FIELDS
 
 
 def official_barlow(z1, z2, lambd):
@@ -322,7 +323,7 @@ def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, cap
     path = tmp_path / "runs.csv"
     _beyond_csv().to_csv(path, index=False)
     factorial.main([str(path), "--switches", "predictor,negatives,var"])
-    assert "| `negatives` | 4 | 0 / 8 | 2 / 8 | -0.25 | 60.0 |" in capsys.readouterr().out
+    assert "| `negatives` | 4 | 0 / 8 | 2 / 8 | -0.25 ± 0.80 | 60.0 |" in capsys.readouterr().out
     for bad in ("predictor,negatives,nope", "var,var", ""):
         with pytest.raises(SystemExit):
             factorial.main([str(path), "--switches", bad])

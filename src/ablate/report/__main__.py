@@ -1,3 +1,3 @@
-from ablate.report import main
+from ablate.report.build import main
 
 main()
