@@ -1,4 +1,4 @@
-"""``python -m ablate.export RUN_DIR --out backbone.pt [--projector]``: a run's backbone as a plain state_dict.
+"""``python -m ablate.tools.export RUN_DIR --out backbone.pt [--projector]``: a run's backbone as a plain state_dict.
 
 Reads the run's newest ``checkpoint.pt`` and writes the online backbone's weights (``online.backbone.*`` of
 the checkpoint, prefix removed) so that ``load_state_dict(..., strict=True)`` takes them into a freshly
@@ -85,7 +85,7 @@ def export(run_dir: Path, out: Path, projector: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ablate.export",
+    ap = argparse.ArgumentParser(prog="python -m ablate.tools.export",
                                  description="Export a run's backbone as a plain state_dict.")
     ap.add_argument("run_dir", type=Path, help="run directory (holds checkpoint.pt)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default RUN_DIR/backbone.pt)")
@@ -93,13 +93,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = args.out or args.run_dir / "backbone.pt"
     if out.suffix == ".json":
-        print(f"ablate.export: error: --out {out} would be overwritten by its own .json sidecar; name it *.pt",
+        print(f"ablate.tools.export: error: --out {out} would be overwritten by its own .json sidecar; name it *.pt",
               file=sys.stderr)
         return 2
     try:
         meta = export(args.run_dir, out, args.projector)
     except RunError as e:
-        print(f"ablate.export: error: {e}", file=sys.stderr)
+        print(f"ablate.tools.export: error: {e}", file=sys.stderr)
         return 2
     files = [out, out.with_suffix(".json")] + ([out.with_name(meta["projector_file"])] if args.projector else [])
     print(f"wrote {', '.join(map(str, files))} ({meta['backbone']}, {meta['feature_dim']}-d features, "

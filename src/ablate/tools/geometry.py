@@ -1,4 +1,4 @@
-"""``python -m ablate.geometry RUN_DIR [RUN_DIR ...]``: what a run's embeddings collapsed into.
+"""``python -m ablate.tools.geometry RUN_DIR [RUN_DIR ...]``: what a run's embeddings collapsed into.
 
 The verdict says whether a run collapsed; this says into what, from the run's last checkpoint: how far the
 embeddings sit from the origin against their spread, how close they lie to one ray, how much of their
@@ -85,7 +85,7 @@ def row(name: str, g: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ablate.geometry", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m ablate.tools.geometry", description=__doc__.split("\n\n")[1])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories (each with checkpoint.pt)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the two augmented views (default 0)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
-        print(f"ablate.geometry: error: not a directory: {', '.join(missing)}; pass run directories",
+        print(f"ablate.tools.geometry: error: not a directory: {', '.join(missing)}; pass run directories",
               file=sys.stderr)
         return 2
     print(HEADER)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         try:
             print(row(str(r), run_geometry(r, args.seed, device)), flush=True)
         except AblateError as e:
-            print(f"ablate.geometry: error: {e}", file=sys.stderr)
+            print(f"ablate.tools.geometry: error: {e}", file=sys.stderr)
             return 2
     return 0
 
