@@ -5,7 +5,7 @@ import json
 
 import pytest
 import yaml
-from conftest import TINY, make_cfg
+from conftest import TINY, make_cfg, rows
 
 from ablate.config import conf_dir
 from ablate.run.loop import train
@@ -74,3 +74,22 @@ def test_a_run_records_its_invariance(tmp_path, method, invariance, scale_free):
     assert s["precision"] in ("fp32", "bf16") and isinstance(s["channels_last"], bool)
     on_disk = read_summary(tmp_path / "summary.json")
     assert on_disk == json.loads((tmp_path / "summary.json").read_text())  # nothing left to upgrade
+    if method == "random":  # a baseline has no verdict to settle and is no cell to place
+        assert s["verdict_settled"] is None and s["no_better_than_init"] is None
+        assert s["metrics_init"]["linear_top1"] == s["metrics"]["linear_top1"]  # its initialization is the run
+
+
+def test_a_run_places_itself_against_its_initialization(tmp_path, monkeypatch):
+    """Each run evaluates its untrained initialization (metrics_init, the keys of metrics) without touching the
+    training: the same rows and final metrics as a run that skips it."""
+    cfg = make_cfg("+method=simsiam", *TINY, "device=cpu", "train.view_parallel=false", "train.epochs=2")
+    s = train(cfg, tmp_path / "with")
+    init = s["metrics_init"]
+    assert init.keys() == s["metrics"].keys() and init["loss"] is None and 0 <= init["linear_top1"] <= 100
+    assert init["z_scale_init"] == s["metrics"]["z_scale_init"] and init["rank_z"] > 0
+    assert s["no_better_than_init"] is (s["metrics"]["linear_top1"] <= init["linear_top1"])
+    assert isinstance(s["verdict_settled"], bool) and s["verdict_settled_reason"]
+    monkeypatch.setattr("ablate.run.loop.evaluate_init", lambda *args: None)
+    skipped = train(cfg, tmp_path / "without")
+    assert skipped["metrics_init"] is None and skipped["no_better_than_init"] is None
+    assert rows(tmp_path / "with") == rows(tmp_path / "without") and s["metrics"] == skipped["metrics"]

@@ -32,7 +32,7 @@ from .hardware import deterministic_kernels
 from .logger import NullLogger, make_logger
 from .rundir import config_diff, resumable_config, upgrade_config
 from .step import Stepper, build_runner, lookahead
-from .summary import SCHEMA, finished_summary, run_summary, write_summary, write_text
+from .summary import FINAL, SCHEMA, finished_summary, linear_top1, run_summary, write_summary, write_text
 
 log = logging.getLogger("ablate")
 
@@ -113,8 +113,24 @@ def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
     return float(embedding_scale(z))
 
 
+def evaluate_init(state: "RunState", model, stepper: Stepper, data, cfg: DictConfig) -> dict:
+    """The untrained initialization's metrics, keys as summary.json's ``metrics`` (no loss terms): on a copy of
+    the model with batch norm statistics estimated as for the random baseline, the same evaluation and linear
+    probe. The model, its buffers and the random stream are left as they were: training is the same with it."""
+    cuda = [stepper.device] if stepper.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the probe's head is initialized from the global stream
+        init = copy.deepcopy(model)
+        estimate_bn_stats(init, data, cfg)
+        diag, features = evaluate(init, data, cfg.data.image_size, cfg)
+        metrics = {k: float(v) for k, v in diag.items()} | {"z_scale_init": state.z_scale_init}
+        metrics = {k: metrics.get(k) for k in (*FINAL, *TERMS)} | {"linear_top1": linear_top1(cfg, data, features)}
+    log.info("epoch 0 (untrained): z_std %.4f rank_z %.1f rank_h %.1f knn %.1f%% linear %.1f%%", metrics["z_std"],
+             metrics["rank_z"], metrics["rank_h"], metrics["knn_top1"], metrics["linear_top1"])
+    return metrics
+
+
 @torch.no_grad()
-def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
+def estimate_bn_stats(model: Baseline | JointEmbedding, data, cfg: DictConfig) -> None:
     """Batch norm running statistics of a never-trained encoder, from forward passes over the labelled training
     images (eval view, train mode, cumulative average): buffers change, parameters do not, and no random
     number is drawn. At initialization they are mean 0 and variance 1, which would leave every activation
@@ -154,6 +170,8 @@ class RunState:
     stopped_early: int | None = None
     z_scale_init: float | None = None
     logger_id: str | None = None
+    metrics_init: dict | None = None  # the untrained initialization's metrics (epoch 0), summary.json's metrics_init
+    before: dict = field(default_factory=dict)  # the evaluation row before ``last`` (``settled`` compares them)
     features: tuple | None = field(default=None, repr=False)  # (step, features) of the newest evaluation, not saved
 
 
@@ -277,7 +295,9 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepp
     if ckpt is None:
         if writer:
             metrics_path.write_text("")
-        return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
+        state = RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
+        state.metrics_init = evaluate_init(state, model, stepper, data, cfg)
+        return state
     diff = config_diff(upgrade_config(ckpt["config"]), resumable_config(cfg))
     if diff:
         raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
@@ -300,7 +320,8 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepp
     # a resumed run keeps the scale of its own initialization (None from checkpoints that predate it)
     return RunState(t_start - ckpt["wall_s"], epoch=ckpt["epoch"], last=ckpt["last"], streak=ckpt["streak"],
                     stopped_early=ckpt["stopped_early"], z_scale_init=ckpt.get("z_scale_init"),
-                    logger_id=ckpt.get("logger_id"))
+                    logger_id=ckpt.get("logger_id"), metrics_init=ckpt.get("metrics_init"),
+                    before=ckpt.get("before") or {})
 
 
 def checkpoint_state(state: RunState, model: JointEmbedding, stepper: Stepper, cfg: DictConfig,
@@ -315,7 +336,7 @@ def checkpoint_state(state: RunState, model: JointEmbedding, stepper: Stepper, c
         "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "last": state.last, "streak": state.streak,
         "stopped_early": state.stopped_early, "wall_s": time.time() - state.t_start,
         "config": resumable_config(cfg), "logger_id": state.logger_id, "processes": D.world()[1],
-        "z_scale_init": state.z_scale_init,
+        "z_scale_init": state.z_scale_init, "metrics_init": state.metrics_init, "before": state.before,
     }
 
 
@@ -356,7 +377,7 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
             f.write(json.dumps(row) + "\n")
     progress.epoch(row)
     logger.epoch(row)
-    state.last = row
+    state.before, state.last = state.last, row
     early_stop = cfg.train.get("early_stop_collapse")
     if early_stop and not cfg.method.get("baseline"):  # a baseline has no verdict
         collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, model.scale_free)[0] == "collapse"

@@ -74,6 +74,7 @@ def run_summary(cfg: DictConfig, state, model, stepper, data, diverged: float | 
         summary["metrics"]["loss"] = diverged
     else:
         summary.update(final_metrics(cfg, state.last, model, data, features))
+    summary.update(against_init(cfg, state, model, data, summary))
     summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)
     summary["protocol"] = protocol(cfg, model, stepper, data)
     summary["wall_s"] = round(time.time() - state.t_start, 2)
@@ -112,14 +113,12 @@ def _terms(row: dict) -> dict:
 
 def final_metrics(cfg: DictConfig, last: dict, model, data, features: tuple) -> dict:
     """The last evaluation's metrics, the linear probe on ``features``, the verdict and the spectrum of z."""
-    from ..diagnostics import linear_probe, spectrum, verdict
+    from ..diagnostics import spectrum, verdict
     from ..method import TERMS
 
-    bank_h, test_h, test_z = features
-    lp = cfg.eval.linear
+    test_z = features[2]
     metrics = {k: last.get(k) for k in (*FINAL, *TERMS)}
-    metrics["linear_top1"] = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
-                                                lp.epochs, lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
+    metrics["linear_top1"] = linear_top1(cfg, data, features)
     baseline = cfg.method.get("baseline")
     if baseline:  # what a cell's accuracy is placed between, not a cell: no embedding verdict
         v, reason = None, f"baseline run ({baseline}): no embedding verdict"
@@ -127,6 +126,38 @@ def final_metrics(cfg: DictConfig, last: dict, model, data, features: tuple) -> 
         v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, model.scale_free)
     return {"verdict": v, "verdict_reason": reason, "metrics": metrics,
             "spectrum_z": [float(x) for x in spectrum(test_z).cpu()]}
+
+
+def linear_top1(cfg: DictConfig, data, features: tuple) -> float:
+    """The linear probe's top-1 in percent on held-out (bank_h, test_h, test_z) ``features`` (``eval.linear``)."""
+    from ..diagnostics import linear_probe
+
+    bank_h, test_h, _ = features
+    lp = cfg.eval.linear
+    return 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs, lp.batch_size,
+                              lp.lr, lp.weight_decay, cfg.seed)
+
+
+def against_init(cfg: DictConfig, state, model, data, summary: dict) -> dict:
+    """Where the run ends against its own initialization and whether its verdict has settled: ``metrics_init``,
+    ``no_better_than_init`` (the final linear probe at or below the initialization's; null for a baseline or
+    where either is missing) and ``verdict_settled`` with its reason (``diagnostics.settled``: the evaluation
+    before the last, or the initialization, against the last; null for a baseline)."""
+    from ..diagnostics import settled
+
+    init, metrics = state.metrics_init, summary["metrics"]
+    out = {"metrics_init": init, "no_better_than_init": None, "verdict_settled": None,
+           "verdict_settled_reason": "baseline run: no verdict"}
+    if cfg.method.get("baseline"):
+        return out
+    if init and init.get("linear_top1") is not None and metrics.get("linear_top1") is not None:
+        out["no_better_than_init"] = metrics["linear_top1"] <= init["linear_top1"]
+    if summary["verdict"] == "diverged":
+        out.update(verdict_settled=True, verdict_settled_reason="diverged: final")
+    else:
+        ok, why = settled(metrics, state.before or init, model.dim, len(data.test_x), cfg.verdict, model.scale_free)
+        out.update(verdict_settled=ok, verdict_settled_reason=why)
+    return out
 
 
 def protocol(cfg: DictConfig, model, stepper, data) -> dict:
@@ -167,10 +198,15 @@ def write_summary(run_dir: Path, summary: dict, logger) -> None:
     summary_path = run_dir / "summary.json"
     write_json(summary_path, summary)
     logger.finish(summary)
-    m = summary["metrics"]
+    m, init = summary["metrics"], summary.get("metrics_init") or {}
     log.info("verdict %s (%s); kNN %.1f%%, linear %.1f%%, %.0f s -> %s", summary["verdict"],
              summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),
              summary["wall_s"], summary_path)
+    if summary.get("verdict_settled") is False:
+        log.warning("verdict not settled: %s", summary["verdict_settled_reason"])
+    if summary.get("no_better_than_init"):
+        log.warning("no better than its initialization: linear %.1f%% after training, %.1f%% at epoch 0 (untrained)",
+                    m["linear_top1"], init["linear_top1"])
 
 
 def _choices() -> dict:
