@@ -4,7 +4,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ablate.diagnostics import embedding_scale, embedding_std, knn_top1, linear_probe, rankme, spectrum, verdict
+from ablate.diagnostics import (
+    embedding_scale,
+    embedding_std,
+    knn_top1,
+    linear_probe,
+    rankme,
+    settled,
+    spectrum,
+    verdict,
+)
 
 THRESH = OmegaConf.create({"collapse_std_ratio": 0.1, "collapse_rank": 1.5, "dim_collapse_rank_frac": 0.05})
 
@@ -124,3 +133,29 @@ def test_verdicts():
     assert verdict({**base, "z_std": ref, "rank_z": 2.5}, 64, 1000, THRESH)[0] == "dimensional_collapse"
     assert verdict({**base, "z_std": ref, "rank_z": 30.0}, 64, 1000, THRESH)[0] == "ok"
     assert verdict({**base, "loss": float("nan"), "z_std": ref, "rank_z": 30.0}, 64, 1000, THRESH)[0] == "diverged"
+
+
+def test_a_collapse_whose_criterion_still_rises_is_unsettled():
+    """Worked numbers for the rule (docs/diagnostics.md, "A verdict still moving"): VICReg's raw scale at
+    z_scale_init = 1.0 reads collapse below 0.1; from 0.04 to 0.05 it rose 25% (> 10%): unsettled; from 0.05 to
+    0.053, 6%: settled; the same for the normalized std of a cosine loss (ref 1/8, collapse below 0.0125)."""
+    on = OmegaConf.merge(THRESH, {"collapse_scale_ratio": 0.1, "collapse_rank": None})
+    last = {"z_std": 0.1, "z_std_ref": 1 / 8, "rank_z": 30.0, "loss": 0.1, "z_scale": 0.05, "z_scale_init": 1.0}
+    assert verdict(last, 64, 1000, on, scale_free=False)[0] == "collapse"
+    ok, why = settled(last, {"z_scale": 0.04}, 64, 1000, on, scale_free=False)
+    assert ok is False and "z_scale 0.04 -> 0.05 (+25%)" in why
+    assert settled({**last, "z_scale": 0.053}, {"z_scale": 0.05}, 64, 1000, on, scale_free=False)[0] is True
+    assert settled(last, {"z_scale": 0.06}, 64, 1000, on, scale_free=False)[0] is True  # still falling
+    assert settled(last, {"z_scale": 0.0455}, 64, 1000, on, scale_free=False)[0] is True  # +9.9%
+    assert settled(last, {"z_scale": 0.045}, 64, 1000, on, scale_free=False)[0] is False  # +11%
+    cosine = {**last, "z_std": 0.01}
+    assert settled(cosine, {"z_std": 0.008}, 64, 1000, on)[0] is False  # +25% of the normalized std
+    assert settled(cosine, {"z_std": 0.0095}, 64, 1000, on)[0] is True  # +5%
+    # dimensional collapse reads rank_z (limit 0.05 * 64 = 3.2); ok and diverged are settled; nothing to compare
+    dim = {**last, "z_scale": 1.0, "rank_z": 2.0}
+    assert settled(dim, {"rank_z": 1.5}, 64, 1000, on, scale_free=False)[0] is False  # +33%
+    assert settled(dim, {"rank_z": 1.9}, 64, 1000, on, scale_free=False)[0] is True
+    assert settled({**last, "z_scale": 1.0}, {"z_scale": 0.1}, 64, 1000, on, scale_free=False) == (
+        True, "ok: no collapse criterion met")
+    assert settled({**last, "loss": float("nan")}, None, 64, 1000, on)[0] is True
+    assert settled(last, None, 64, 1000, on, scale_free=False)[0] is None

@@ -41,7 +41,6 @@ import torch
 
 from .augment import colour_ops, two_views
 from .data import load_data
-from .ema import cosine_tau, update_momentum
 from .run.dist import pick_device
 from .run.hardware import host, peak_flops
 from .run.step import build_runner, lookahead, optimizer_for
@@ -238,8 +237,7 @@ def plain_step(model, opt, x1, x2, bf16: bool, tau) -> torch.Tensor:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    if model.target is not None:
-        update_momentum(model.online, model.target, tau)
+    model.momentum_update(tau)
     return loss
 
 
@@ -367,7 +365,7 @@ def bench_epoch(cfg, data, device, args) -> dict:
         loader = torchvision_loader(images, aug, size, mean, std, stepper.batch_size, args.workers,
                                     shuffle=True, drop_last=True)
 
-        tau = cosine_tau(0, 1, cfg.ema.base_tau) if ref_model.target is not None else None
+        tau = ref_model.target_tau(0, 1)
         ref_forward = torch.compile(ref_model) if stepper.compile else ref_model  # as the runner's step
 
         def reference(batches):

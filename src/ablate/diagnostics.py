@@ -168,9 +168,16 @@ def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True,
     spread the standardization leaves, ``standardized_std``) below ``collapse_std_ratio``, and the rank is
     ``rank_z_bn``, RankMe of the standardized z (the correlation matrix the loss decorrelates).
     """
+    return read_verdict(metrics, d, n, thresholds, scale_free, standardized)[:2]
+
+
+def read_verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True,
+                 standardized: bool = False) -> tuple[str, str, str | None]:
+    """``verdict``'s label and reason, and the metric that decided a collapse or dimensional_collapse (None for
+    ok and diverged): the criterion ``settled`` watches."""
     loss = metrics.get("loss")
     if loss is not None and not math.isfinite(loss):
-        return "diverged", f"non-finite loss ({loss})"
+        return "diverged", f"non-finite loss ({loss})", None
     if standardized:
         return _standardized_verdict(metrics, d, n, thresholds)
     std_ratio = metrics["z_std"] / metrics["z_std_ref"]
@@ -179,31 +186,55 @@ def verdict(metrics: dict, d: int, n: int, thresholds, scale_free: bool = True,
     if raw:
         scale_ratio = metrics["z_scale"] / metrics["z_scale_init"]
         if not math.isfinite(scale_ratio) or scale_ratio < shrink:
-            return "collapse", f"z_scale/z_scale_init = {scale_ratio:.3g} < {shrink}"
+            return "collapse", f"z_scale/z_scale_init = {scale_ratio:.3g} < {shrink}", "z_scale"
     elif not math.isfinite(std_ratio) or std_ratio < thresholds.collapse_std_ratio:
-        return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}"
+        return "collapse", f"z_std/z_std_ref = {std_ratio:.3g} < {thresholds.collapse_std_ratio}", "z_std"
     line = thresholds.get("collapse_rank")
     if line is not None and metrics["rank_z"] < line:
-        return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {line}"
+        return "collapse", f"rank_z = {metrics['rank_z']:.3g} < {line}", "rank_z"
     dim_limit = thresholds.dim_collapse_rank_frac * min(d, n)
     if metrics["rank_z"] < dim_limit:
-        return "dimensional_collapse", f"rank_z = {metrics['rank_z']:.3g} < {dim_limit:.3g}"
+        return "dimensional_collapse", f"rank_z = {metrics['rank_z']:.3g} < {dim_limit:.3g}", "rank_z"
     return "ok", (f"z_std/z_std_ref = {std_ratio:.3g}, rank_z = {metrics['rank_z']:.3g} "
-                  f"(of d = {d})")
+                  f"(of d = {d})"), None
 
 
-def _standardized_verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str]:
+# A collapse verdict is unsettled when the metric that decided it rose by more than this share over the last
+# evaluation (docs/diagnostics.md, "A verdict still moving").
+UNSETTLED_RISE = 0.1
+
+
+def settled(metrics: dict, before: dict | None, d: int, n: int, thresholds, scale_free: bool = True,
+            rise: float = UNSETTLED_RISE, standardized: bool = False) -> tuple[bool | None, str]:
+    """Whether the verdict on ``metrics`` (the last evaluation) has settled, and why: a ``collapse`` or
+    ``dimensional_collapse`` whose deciding metric (z_std, z_scale or rank_z) rose by more than ``rise``
+    (relative) from ``before`` (the evaluation before the last, or the initialization's) is still moving out of
+    the state it names. ok and diverged are settled; None when there is nothing to compare with."""
+    label, _, key = read_verdict(metrics, d, n, thresholds, scale_free, standardized)
+    if key is None:
+        return True, f"{label}: no collapse criterion met" if label == "ok" else f"{label}: final"
+    old, new = (before or {}).get(key), metrics.get(key)
+    if old is None or new is None or not (math.isfinite(old) and math.isfinite(new)) or old <= 0:
+        return None, f"{label} read from {key}, with no earlier {key} to compare"
+    change = new / old - 1
+    moved = f"{key} {old:.3g} -> {new:.3g} ({change:+.0%}) over the last evaluation"
+    if change > rise:
+        return False, f"{label} read from {key}, but {moved}, more than +{rise:.0%}: train longer to settle it"
+    return True, f"{moved}, at most +{rise:.0%}"
+
+
+def _standardized_verdict(metrics: dict, d: int, n: int, thresholds) -> tuple[str, str, str | None]:
     """``verdict`` in Barlow Twins' geometry: the spread and rank of the standardized embeddings."""
     spread, rank = metrics["z_bn_std"], metrics["rank_z_bn"]
     if not math.isfinite(spread) or spread < thresholds.collapse_std_ratio:
-        return "collapse", f"z_bn_std = {spread:.3g} < {thresholds.collapse_std_ratio}"
+        return "collapse", f"z_bn_std = {spread:.3g} < {thresholds.collapse_std_ratio}", "z_bn_std"
     line = thresholds.get("collapse_rank")
     if line is not None and rank < line:
-        return "collapse", f"rank_z_bn = {rank:.3g} < {line}"
+        return "collapse", f"rank_z_bn = {rank:.3g} < {line}", "rank_z_bn"
     dim_limit = thresholds.dim_collapse_rank_frac * min(d, n)
     if rank < dim_limit:
-        return "dimensional_collapse", f"rank_z_bn = {rank:.3g} < {dim_limit:.3g}"
-    return "ok", f"z_bn_std = {spread:.3g}, rank_z_bn = {rank:.3g} (of d = {d})"
+        return "dimensional_collapse", f"rank_z_bn = {rank:.3g} < {dim_limit:.3g}", "rank_z_bn"
+    return "ok", f"z_bn_std = {spread:.3g}, rank_z_bn = {rank:.3g} (of d = {d})", None
 
 
 def default_thresholds():

@@ -1,17 +1,7 @@
-"""Loss terms as small functions of tensors. The runner composes them; none of them detaches anything.
-
-Conventions (docs/formulas.md):
-- invariance distances per method: BYOL, mean over the batch of ||p/|p| - z/|z|||^2 (= 2 - 2 cos, BYOL
-  eq. 2); SimSiam, -cos(p, z) averaged over the batch (SimSiam eq. 1); VICReg, ``F.mse_loss`` (divided by
-  n * d), as the official ``main_vicreg.py`` (the paper's s(Z, Z') divides by n only).
-- variance and covariance follow ``main_vicreg.py``: v(Z) = mean_j relu(gamma - sqrt(Var(z_j) + eps))
-  (paper eq. 1-2), c(Z) = (1/d) sum_{i != j} C(Z)_ij^2 with 1/(n-1) covariance (paper eq. 3-4). The runner
-  averages v over the two branches and sums c over them, exactly as ``main_vicreg.py`` does.
-- NT-Xent (SimCLR eq. 1) splits into an alignment invariance, -cos(z_i, z_j)/tau, and a uniformity term over the
-  2n embeddings of a batch, the negatives (Wang & Isola 2020); their sum is NT-Xent averaged over all 2n anchors.
-- Barlow Twins follows the official ``main.py`` forward: C = bn(z1)^T bn(z2) / n with BatchNorm1d(affine=False),
-  loss = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2; the diagonal is an invariance, the off-diagonal the
-  cross-branch redundancy term.
+"""Loss terms as small functions of tensors; the method (method.py, whose docstring is the loss in pseudo-code)
+composes them, and none of them detaches anything. Their conventions, and where they follow the official code
+rather than the papers' text, are stated once in docs/formulas.md ("Loss conventions and method presets");
+each function cites its paper equation or reference code.
 """
 
 import math
@@ -21,12 +11,12 @@ import torch.nn.functional as F
 
 
 def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """BYOL: squared distance of l2-normalized vectors, 2 - 2 cos(p, z), batch mean."""
+    """BYOL: squared distance of l2-normalized vectors, 2 - 2 cos(p, z), batch mean (BYOL eq. 2)."""
     return (F.normalize(p, dim=-1) - F.normalize(z, dim=-1)).pow(2).sum(-1).mean()
 
 
 def neg_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """SimSiam: D(p, z) = -cos(p, z), batch mean."""
+    """SimSiam: D(p, z) = -cos(p, z), batch mean (SimSiam eq. 1)."""
     return -F.cosine_similarity(p, z, dim=-1).mean()
 
 
@@ -80,15 +70,22 @@ def xcorr_offdiagonal(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (c - torch.diag(torch.diagonal(c))).pow(2).sum()
 
 
+def scale_free(invariance: str) -> bool:
+    """Whether the invariance ``invariance`` (an INVARIANCE name) is blind to the embeddings' norms: the
+    verdict then reads collapse from their spread, and var/cov act on the sphere under ``reg_geometry=auto``."""
+    return invariance in SCALE_FREE
+
+
 def variance(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """Hinge on the per-dimension std over the batch: mean_j relu(gamma - sqrt(Var(z_j) + eps))."""
+    """Hinge on the per-dimension std over the batch (VICReg eq. 1-2, main_vicreg.py's std_loss)."""
     z = z - z.mean(dim=0)
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(gamma - std).mean()
 
 
 def covariance(z: torch.Tensor) -> torch.Tensor:
-    """Sum of squared off-diagonal covariance entries divided by d, covariance with 1/(n-1)."""
+    """Sum of squared off-diagonal covariance entries divided by d, covariance with 1/(n-1) (VICReg eq. 3-4,
+    main_vicreg.py's cov_loss)."""
     n, d = z.shape
     z = z - z.mean(dim=0)
     cov = (z.T @ z) / (n - 1)
@@ -110,5 +107,5 @@ def reg_geometry(name: str, invariance: str) -> str:
     """The geometry var/cov act in: ``auto`` is the one the invariance compares, sphere for the cosine losses
     (BYOL, SimSiam), raw for VICReg's MSE."""
     if name == "auto":
-        return "sphere" if invariance in SCALE_FREE else "raw"
+        return "sphere" if scale_free(invariance) else "raw"
     return name

@@ -27,9 +27,11 @@ from .losses import (
     INVARIANCE,
     INVARIANCE_PARAMS,
     REG_GEOMETRIES,
+    STANDARDIZED,
     covariance,
     ntxent_uniformity,
     reg_geometry,
+    scale_free,
     variance,
     xcorr_offdiagonal,
 )
@@ -47,14 +49,17 @@ class JointEmbedding(nn.Module):
         on = techniques(cfg)
         mult = cfg.model.head_width_mult
         self.online = build_encoder(cfg.backbone, cfg.method, cfg.get("batchnorm"), mult)
-        dim = [m for m in self.online.projector if isinstance(m, nn.Linear)][-1].out_features
+        dim = self.online.dim
         self.predictor = build_predictor(cfg.predictor, cfg.get("batchnorm"), dim, mult) if on["predictor"] else None
         self.target = make_target(self.online) if on["ema"] else None
         self.ema = cfg.ema if on["ema"] else None
         self.stop_grad = on["stop_grad"]
-        self.invariance = INVARIANCE[cfg.method.invariance]
-        self.inv_params = {k: float(cfg.method[k]) for k in INVARIANCE_PARAMS.get(cfg.method.invariance, ())}
-        self.inv_global = cfg.method.invariance in GLOBAL_BATCH
+        self.invariance_name = cfg.method.invariance
+        self.invariance = INVARIANCE[self.invariance_name]
+        self.inv_params = {k: float(cfg.method[k]) for k in INVARIANCE_PARAMS.get(self.invariance_name, ())}
+        self.inv_global = self.invariance_name in GLOBAL_BATCH
+        self.scale_free = scale_free(self.invariance_name)  # the verdict reads collapse from the spread then
+        self.standardized = self.invariance_name in STANDARDIZED  # ... or from the standardized z (Barlow)
         self.w_inv = float(cfg.method.inv_weight)
         self.var = cfg.var if on["var"] else None
         self.cov = cfg.cov if on["cov"] else None
@@ -83,10 +88,20 @@ class JointEmbedding(nn.Module):
 
     def branches(self, x1, x2):
         """Online embeddings z, predictions p and targets t of both views, stop-gradient applied."""
-        (z1, p1, t1), (z2, p2, t2) = self.view(x1), self.view(x2)
+        return self.stop_gradient(self.view(x1), self.view(x2))
+
+    def stop_gradient(self, out1, out2):
+        """Both views' ``view`` outputs (z, p, t) as the loss takes them, z1, z2, p1, p2, t1, t2, with t = sg(t)
+        [stop_grad]."""
+        (z1, p1, t1), (z2, p2, t2) = out1, out2
         if self.stop_grad:
             t1, t2 = t1.detach(), t2.detach()
         return z1, z2, p1, p2, t1, t2
+
+    def loss_of_views(self, out1, out2):
+        """The loss of both views' ``view`` outputs, stop-gradient applied: ``forward`` in one graph, and the
+        split step (ablate.run.step), which computes each view's (z, p, t) on a worker of its own."""
+        return self.loss(*self.stop_gradient(out1, out2))
 
     def loss(self, z1, z2, p1, p2, t1, t2):
         """Weighted sum of the switched-on terms, computed in fp32 (autocast off: it would run the covariance's
@@ -118,15 +133,24 @@ class JointEmbedding(nn.Module):
         return loss, torch.stack([t.detach() for t in (loss, inv, var, cov, neg, xcorr)])
 
     def forward(self, x1, x2):
-        return self.loss(*self.branches(x1, x2))
+        return self.loss_of_views(self.view(x1), self.view(x2))
+
+    def target_tau(self, step: int, total_steps: int) -> float | None:
+        """The EMA momentum at ``step`` on BYOL's cosine schedule (None: no target)."""
+        if self.target is None:
+            return None
+        return cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
+
+    def momentum_update(self, tau: float | None) -> None:
+        """target <- tau target + (1 - tau) online [ema]; nothing without a target."""
+        if self.target is not None:
+            with stage("ema"):
+                update_momentum(self.online, self.target, tau)
 
     def update_target(self, step: int, total_steps: int) -> float | None:
         """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target)."""
-        if self.target is None:
-            return None
-        tau = cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
-        with stage("ema"):
-            update_momentum(self.online, self.target, tau)
+        tau = self.target_tau(step, total_steps)
+        self.momentum_update(tau)
         return tau
 
 
@@ -142,11 +166,13 @@ class Baseline(nn.Module):
         super().__init__()
         self.kind = cfg.method.baseline
         self.online = build_encoder(cfg.backbone, cfg.method, cfg.get("batchnorm"), cfg.model.head_width_mult)
-        self.dim = [m for m in self.online.projector if isinstance(m, nn.Linear)][-1].out_features
+        self.dim = self.online.dim
         supervised = self.kind == "supervised"
         self.classifier = nn.Linear(self.online.backbone.out_dim, num_classes) if supervised else None
         self.predictor = self.target = self.geometry = None
         self.terms = TERMS[:4]
+        self.invariance_name = self.scale_free = None  # no SSL loss
+        self.standardized = False
 
     def trained_modules(self) -> dict:
         """The backbone and the classifier (``random`` builds an optimizer for the same code path, never steps)."""

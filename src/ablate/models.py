@@ -60,11 +60,12 @@ def mlp(dims, batchnorm: bool, output_bn: bool = False, last_bias: bool = True) 
 
 
 class Encoder(nn.Module):
-    """Backbone followed by the projector ("expander"): returns features h and embeddings z."""
+    """Backbone followed by the projector ("expander"): returns features h and embeddings z of width ``dim``."""
 
     def __init__(self, backbone: nn.Module, projector: nn.Module):
         super().__init__()
         self.backbone, self.projector = backbone, projector
+        self.dim = [m for m in projector.modules() if isinstance(m, nn.Linear)][-1].out_features
 
     def forward(self, x):
         with stage("backbone"):

@@ -48,7 +48,7 @@ def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:
 
 def finish_checkpoints(run_dir: Path, keep: str) -> None:
     """Disk a finished run no longer needs: ``last`` drops the previous checkpoint (the last one stays for
-    ``ablate.geometry`` and ``ablate.export``), ``none`` drops both, ``all`` keeps every epoch's."""
+    ``ablate.tools.geometry`` and ``ablate.tools.export``), ``none`` drops both, ``all`` keeps every epoch's."""
     drop = {"last": (PREVIOUS,), "none": (PREVIOUS, CURRENT), "all": ()}[keep]
     for name in drop:
         (run_dir / name).unlink(missing_ok=True)

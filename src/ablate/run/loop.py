@@ -18,27 +18,22 @@ from ..augment import eval_view
 from ..config import SWITCHES, ConfigError, check_config, switches
 from ..data import load_data
 from ..diagnostics import (
-    KNN_PROTOCOL,
-    LINEAR_PROTOCOL,
     embedding_scale,
     embedding_std,
     knn_top1,
-    linear_probe,
     rankme,
-    spectrum,
     standardized_metrics,
     verdict,
 )
-from ..losses import SCALE_FREE, STANDARDIZED
 from ..method import TERMS, Baseline, JointEmbedding, equivalences
-from ..models import count_bn, embed
+from ..models import embed
 from . import dist as D
 from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
-from .hardware import deterministic_kernels, host
+from .hardware import deterministic_kernels
 from .logger import NullLogger, make_logger
 from .rundir import config_diff, resumable_config, upgrade_config
 from .step import Stepper, build_runner, lookahead
-from .summary import SCHEMA, finished_summary, write_json, write_text
+from .summary import FINAL, SCHEMA, finished_summary, linear_top1, run_summary, write_summary, write_text
 
 log = logging.getLogger("ablate")
 
@@ -99,7 +94,7 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
     bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size, project=False)  # kNN needs h only
     test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
-    standardized = standardized_metrics(test_z) if _standardized(cfg) else {}  # Barlow Twins' geometry
+    standardized = standardized_metrics(test_z) if model.standardized else {}  # Barlow Twins' geometry
     return {
         "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
         "z_scale": embedding_scale(test_z), "h_std": embedding_std(test_h),
@@ -107,11 +102,6 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
         "knn_top1": 100 * knn_top1(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
                                    cfg.eval.knn_k, cfg.eval.knn_t),
     }, (bank_h, test_h, test_z)
-
-
-def _standardized(cfg: DictConfig) -> bool:
-    """The invariance sees z standardized per dimension (Barlow Twins): the verdict reads that geometry."""
-    return cfg.method.get("invariance") in STANDARDIZED
 
 
 @torch.no_grad()
@@ -125,8 +115,24 @@ def initial_scale(model: JointEmbedding, data, size, cfg) -> float:
     return float(embedding_scale(z))
 
 
+def evaluate_init(state: "RunState", model, stepper: Stepper, data, cfg: DictConfig) -> dict:
+    """The untrained initialization's metrics, keys as summary.json's ``metrics`` (no loss terms): on a copy of
+    the model with batch norm statistics estimated as for the random baseline, the same evaluation and linear
+    probe. The model, its buffers and the random stream are left as they were: training is the same with it."""
+    cuda = [stepper.device] if stepper.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the probe's head is initialized from the global stream
+        init = copy.deepcopy(model)
+        estimate_bn_stats(init, data, cfg)
+        diag, features = evaluate(init, data, cfg.data.image_size, cfg)
+        metrics = {k: float(v) for k, v in diag.items()} | {"z_scale_init": state.z_scale_init}
+        metrics = {k: metrics.get(k) for k in (*FINAL, *model.terms)} | {"linear_top1": linear_top1(cfg, data, features)}
+    log.info("epoch 0 (untrained): z_std %.4f rank_z %.1f rank_h %.1f knn %.1f%% linear %.1f%%", metrics["z_std"],
+             metrics["rank_z"], metrics["rank_h"], metrics["knn_top1"], metrics["linear_top1"])
+    return metrics
+
+
 @torch.no_grad()
-def estimate_bn_stats(model: Baseline, data, cfg: DictConfig) -> None:
+def estimate_bn_stats(model: Baseline | JointEmbedding, data, cfg: DictConfig) -> None:
     """Batch norm running statistics of a never-trained encoder, from forward passes over the labelled training
     images (eval view, train mode, cumulative average): buffers change, parameters do not, and no random
     number is drawn. At initialization they are mean 0 and variance 1, which would leave every activation
@@ -166,15 +172,39 @@ class RunState:
     stopped_early: int | None = None
     z_scale_init: float | None = None
     logger_id: str | None = None
+    metrics_init: dict | None = None  # the untrained initialization's metrics (epoch 0), summary.json's metrics_init
+    before: dict = field(default_factory=dict)  # the evaluation row before ``last`` (``settled`` compares them)
     features: tuple | None = field(default=None, repr=False)  # (step, features) of the newest evaluation, not saved
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
-    rank, n_ranks = D.world()
-    writer = rank == 0
+    writer = D.world()[0] == 0
     if not writer:  # one log for the job
         log.setLevel(logging.WARNING)
     check_config(cfg)
+    finished = finished_run(run_dir, writer)
+    if finished is not None:
+        return finished
+    t_start = time.time()
+    _log_switches(cfg)
+    if writer:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    device, data, model, stepper = setup_run(cfg)
+    state = resume(run_dir, cfg, model, stepper, data, t_start, writer)
+    logger = make_logger(cfg, run_dir, state.logger_id) if writer else NullLogger()
+    state.logger_id = logger.run_id
+    progress = Progress(cfg.train.epochs, stepper.steps_per_epoch)
+    diverged = train_epochs(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
+    summary = run_summary(cfg, state, model, stepper, data, diverged,
+                          None if diverged is not None else final_features(state, model, stepper, data, cfg))
+    if writer:
+        write_summary(run_dir, summary, logger)
+        finish_checkpoints(run_dir, cfg.checkpoint.keep)
+    return summary
+
+
+def finished_run(run_dir: Path, writer: bool) -> dict | None:
+    """The summary of the finished run ``run_dir`` holds already (left as it is), or None: train."""
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
     finished = finished_summary(run_dir / "summary.json", keep_copy=writer)
@@ -182,11 +212,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         version = finished.get("ablate_version")
         log.warning("%s already holds a finished run%s; leaving it as it is (choose another hydra.run.dir "
                     "to train again)", run_dir, "" if version == __version__ else f" (written by ablate {version})")
-        return finished
-    t_start = time.time()
-    _log_switches(cfg)
-    if writer:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    return finished
+
+
+def setup_run(cfg: DictConfig):
+    """The device, the data on it, the model and its step, seeded: every rank builds the same initial model,
+    then draws its own augmentations."""
+    rank, n_ranks = D.world()
     device = D.pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
@@ -198,37 +230,43 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("data %s: %d training images, device %s, %d steps of %d%s, lr %.4g", cfg.data.name,
              len(data.ssl_x), device, stepper.total, stepper.batch_size,
              f" ({n_ranks} processes x {stepper.local_batch})" if n_ranks > 1 else "", stepper.base_lr)
-    state = resume(run_dir, cfg, model, stepper, data, t_start, writer)
-    logger = make_logger(cfg, run_dir, state.logger_id) if writer else NullLogger()
-    state.logger_id = logger.run_id
-    progress, diverged = Progress(cfg.train.epochs, stepper.steps_per_epoch), None
+    return device, data, model, stepper
+
+
+def train_epochs(state: RunState, model, stepper: Stepper, data, cfg: DictConfig, device: torch.device,
+                 run_dir: Path | None, progress: Progress, logger) -> float | None:
+    """The epochs from ``state.epoch`` on, each evaluated when due and checkpointed (``run_dir`` None: not this
+    rank's files); returns the non-finite loss that stopped training, or None."""
     last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
     if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
         last_epoch = state.epoch
-        evaluate_untrained(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
+        evaluate_untrained(state, model, stepper, data, cfg, device, run_dir, progress, logger)
     for epoch in range(state.epoch, last_epoch):
         terms, diverged = train_epoch(stepper, data, cfg, progress, epoch)
         if diverged is not None:
             state.last.update(terms)
-            break
+            return diverged
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
             record_evaluation(state, evaluation_row(state, terms, model, stepper, data, cfg, epoch),
-                              model, data, cfg, run_dir if writer else None, progress, logger)
+                              model, data, cfg, run_dir, progress, logger)
         state.epoch = epoch + 1
         ckpt = checkpoint_state(state, model, stepper, cfg, device)  # every rank: it gathers RNG states
-        if writer:
+        if run_dir is not None:
             save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
         if state.stopped_early is not None:
             break
-    summary = run_summary(cfg, state, model, stepper, data, device, diverged)
-    if writer:
-        write_summary(run_dir, summary, logger)
-        finish_checkpoints(run_dir, cfg.checkpoint.keep)
-    return summary
+    return None
 
 
-def evaluate_untrained(state: RunState, model, stepper: "Stepper", data, cfg: DictConfig, device: torch.device,
-                       run_dir: Path | None, progress: "Progress", logger) -> None:
+def final_features(state: RunState, model, stepper: Stepper, data, cfg: DictConfig) -> tuple:
+    """The held-out (bank_h, test_h, test_z) after the last step: the last evaluation's when no step followed
+    it, else a new evaluation's."""
+    fresh = state.features is not None and state.features[0] == stepper.step
+    return state.features[1] if fresh else evaluate(model, data, cfg.data.image_size, cfg)[1]
+
+
+def evaluate_untrained(state: RunState, model, stepper: Stepper, data, cfg: DictConfig, device: torch.device,
+                       run_dir: Path | None, progress: Progress, logger) -> None:
     """The random baseline's one evaluation (epoch 0) after estimating BN statistics, and its checkpoint; a
     resumed run has both already."""
     if state.last:
@@ -249,7 +287,7 @@ def _log_switches(cfg: DictConfig) -> None:
              ", ".join(f"{t}={'on' if on[t] else 'off'}" for t in SWITCHES))
 
 
-def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Stepper", data, t_start: float,
+def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepper, data, t_start: float,
            writer: bool) -> RunState:
     """The run's state from its newest checkpoint (model, optimizer, random state restored in place), or a
     fresh state, with an empty metrics.jsonl and the initial embedding scale, when there is none."""
@@ -259,7 +297,9 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
     if ckpt is None:
         if writer:
             metrics_path.write_text("")
-        return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
+        state = RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
+        state.metrics_init = evaluate_init(state, model, stepper, data, cfg)
+        return state
     diff = config_diff(upgrade_config(ckpt["config"]), resumable_config(cfg))
     if diff:
         raise ConfigError(f"{run_dir} holds a checkpoint of another configuration ({'; '.join(diff[:3])}); "
@@ -282,10 +322,11 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
     # a resumed run keeps the scale of its own initialization (None from checkpoints that predate it)
     return RunState(t_start - ckpt["wall_s"], epoch=ckpt["epoch"], last=ckpt["last"], streak=ckpt["streak"],
                     stopped_early=ckpt["stopped_early"], z_scale_init=ckpt.get("z_scale_init"),
-                    logger_id=ckpt.get("logger_id"))
+                    logger_id=ckpt.get("logger_id"), metrics_init=ckpt.get("metrics_init"),
+                    before=ckpt.get("before") or {})
 
 
-def checkpoint_state(state: RunState, model: JointEmbedding, stepper: "Stepper", cfg: DictConfig,
+def checkpoint_state(state: RunState, model: JointEmbedding, stepper: Stepper, cfg: DictConfig,
                      device: torch.device) -> dict:
     """Everything a resume needs, RNG states of every rank included: a resumed run draws the same
     permutations and augmentations as one never interrupted."""
@@ -297,11 +338,11 @@ def checkpoint_state(state: RunState, model: JointEmbedding, stepper: "Stepper",
         "rng_cpu": rng_cpu, "rng_cuda": rng_cuda, "last": state.last, "streak": state.streak,
         "stopped_early": state.stopped_early, "wall_s": time.time() - state.t_start,
         "config": resumable_config(cfg), "logger_id": state.logger_id, "processes": D.world()[1],
-        "z_scale_init": state.z_scale_init,
+        "z_scale_init": state.z_scale_init, "metrics_init": state.metrics_init, "before": state.before,
     }
 
 
-def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress", epoch: int):
+def train_epoch(stepper: Stepper, data, cfg: DictConfig, progress: Progress, epoch: int):
     """One pass over the training images: the mean loss terms, and the loss when it became non-finite."""
     stepper.model.train()
     running = torch.zeros(len(TERMS), device=stepper.device)
@@ -320,7 +361,7 @@ def train_epoch(stepper: "Stepper", data, cfg: DictConfig, progress: "Progress",
     return {k: v for k, v in terms if k in stepper.model.terms}, diverged  # a switch that is off logs no term
 
 
-def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper: "Stepper", data,
+def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper: Stepper, data,
                    cfg: DictConfig, epoch: int) -> dict:
     """The metrics.jsonl row of an evaluated epoch (``epoch=-1``: the random baseline's row 0, untrained)."""
     diag, features = evaluate(model, data, cfg.data.image_size, cfg)
@@ -331,7 +372,7 @@ def evaluation_row(state: RunState, terms: dict, model: JointEmbedding, stepper:
 
 
 def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, cfg: DictConfig,
-                      run_dir: Path | None, progress: "Progress", logger) -> None:
+                      run_dir: Path | None, progress: Progress, logger) -> None:
     """Append ``row`` to metrics.jsonl (``run_dir`` None: not this rank's job), log it, and count the
     evaluations in a row whose verdict is collapse for ``train.early_stop_collapse``."""
     if run_dir is not None:
@@ -339,110 +380,13 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
             f.write(json.dumps(row) + "\n")
     progress.epoch(row)
     logger.epoch(row)
-    state.last = row
+    state.before, state.last = state.last, row
     early_stop = cfg.train.get("early_stop_collapse")
     if early_stop and not cfg.method.get("baseline"):  # a baseline has no verdict
-        scale_free = cfg.method.invariance in SCALE_FREE
-        collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, scale_free,
-                            _standardized(cfg))[0] == "collapse"
+        collapsed = verdict(row, model.dim, len(data.test_x), cfg.verdict, model.scale_free,
+                            model.standardized)[0] == "collapse"
         state.streak = state.streak + 1 if collapsed else 0
         if state.streak >= early_stop:
             state.stopped_early = row["epoch"]
             log.info("stopping early: verdict collapse at %d consecutive evaluations (epoch %d, "
                      "train.early_stop_collapse=%d)", state.streak, state.stopped_early, early_stop)
-
-
-def run_summary(cfg: DictConfig, state: RunState, model: JointEmbedding, stepper: "Stepper", data,
-                device: torch.device, diverged: float | None) -> dict:
-    """summary.json: the run's settings, final metrics (linear probe included), verdict and protocols."""
-    last, lp = state.last, cfg.eval.linear
-    summary = {
-        "schema": SCHEMA, "ablate_version": __version__, "status": "complete",
-        "method": cfg.method.name, "techniques": switches(cfg), "reg_geometry": model.geometry,
-        "data": cfg.data.name, "backbone": cfg.backbone.name, "seed": cfg.seed,
-        "epochs": cfg.train.epochs, "epochs_completed": last.get("epoch", 0), "batch_size": stepper.batch_size,
-        "embedding_dim": model.dim, "num_classes": data.num_classes, "chance_top1": 100 / data.num_classes,
-        "device": str(device), "processes": D.world()[1], "equivalences": equivalences(cfg),
-        "precision": stepper.precision, "channels_last": stepper.mem_format == torch.channels_last,
-        "compile": stepper.compile, "compile_aug": stepper.compile_aug,
-        "view_parallel": stepper.view_parallel,
-        "host": {k: v for k, v in host().items() if k != "loadavg"},
-        "overrides": _overrides(), "choices": _choices(),
-        "stopped_early_epoch": state.stopped_early,  # null unless train.early_stop_collapse stopped the run
-        "baseline": cfg.method.get("baseline"),  # random | supervised for the reference runs, null for SSL runs
-    }
-    if diverged is not None:
-        summary.update(status="diverged", verdict="diverged", verdict_reason=f"non-finite loss ({diverged}) at "
-                       f"step {stepper.step}", metrics={k: v for k, v in last.items() if k in TERMS})
-        summary["metrics"]["loss"] = diverged
-    else:
-        fresh = state.features is not None and state.features[0] == stepper.step  # evaluated after the last step
-        bank_h, test_h, test_z = state.features[1] if fresh else evaluate(model, data, cfg.data.image_size, cfg)[1]
-        linear = 100 * linear_probe(bank_h, data.bank_y, test_h, data.test_y, data.num_classes, lp.epochs,
-                                    lp.batch_size, lp.lr, lp.weight_decay, cfg.seed)
-        metrics = {k: last.get(k) for k in ("knn_top1", "z_std", "z_std_ref", "z_scale", "z_scale_init", "h_std",
-                                            "rank_z", "rank_h", *model.terms)}
-        metrics |= {k: last[k] for k in ("z_bn_std", "rank_z_bn") if k in last}
-        metrics["linear_top1"] = linear
-        if summary["baseline"]:  # what a cell's accuracy is placed between, not a cell: no embedding verdict
-            v, reason = None, f"baseline run ({summary['baseline']}): no embedding verdict"
-        else:
-            v, reason = verdict(metrics, model.dim, len(test_z), cfg.verdict, cfg.method.invariance in SCALE_FREE,
-                                _standardized(cfg))
-        summary.update(verdict=v, verdict_reason=reason, metrics=metrics,
-                       spectrum_z=[float(x) for x in spectrum(test_z).cpu()])
-    summary["verdict_thresholds"] = OmegaConf.to_container(cfg.verdict)
-    summary["protocol"] = {
-        "knn_top1": KNN_PROTOCOL.format(k=cfg.eval.knn_k, t=cfg.eval.knn_t, bank=len(data.bank_x)),
-        "linear_top1": LINEAR_PROTOCOL.format(n=len(data.bank_x), lr=lp.lr, bs=lp.batch_size,
-                                              wd=lp.weight_decay, epochs=lp.epochs),
-        "eval_set": f"{len(data.test_x)} held-out {cfg.data.name} images",
-        "units": "top-1 in percent",
-    }
-    if summary["baseline"]:
-        summary["protocol"]["baseline"] = baseline_protocol(cfg, model, stepper, data)
-    summary["wall_s"] = round(time.time() - state.t_start, 2)
-    return summary
-
-
-def baseline_protocol(cfg: DictConfig, model: Baseline, stepper: "Stepper", data) -> str:
-    """How a baseline's backbone was obtained, for summary.json and the report."""
-    if cfg.method.baseline == "random":
-        bn = (f"batch norm running statistics re-estimated from {len(data.bank_x)} labelled training images "
-              f"(eval view, cumulative average; parameters untouched)" if count_bn(model.online) else
-              "no batch norm")
-        return (f"backbone at its initialization (seed {cfg.seed}, the SSL runs' initial backbone), no optimizer "
-                f"step; {bn}; then the same kNN and linear probe")
-    return (f"backbone + linear classifier on h trained with cross-entropy averaged over two augmented views "
-            f"(the SSL runs' two_views recipe), {cfg.optim.name} lr {stepper.base_lr:.4g} (cosine, "
-            f"{cfg.train.warmup_epochs} warmup epochs), {cfg.train.epochs} epochs of batch {stepper.batch_size} on "
-            f"{len(data.ssl_x)} labelled training images; then the same kNN and linear probe on the backbone")
-
-
-def write_summary(run_dir: Path, summary: dict, logger) -> None:
-    summary_path = run_dir / "summary.json"
-    write_json(summary_path, summary)
-    logger.finish(summary)
-    m = summary["metrics"]
-    log.info("verdict %s (%s); kNN %.1f%%, linear %.1f%%, %.0f s -> %s", summary["verdict"],
-             summary["verdict_reason"], m.get("knn_top1", float("nan")), m.get("linear_top1", float("nan")),
-             summary["wall_s"], summary_path)
-
-
-def _choices() -> dict:
-    """The config group options this run was composed from (method, row, reg, scale, ...)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra/")}
-    except (ImportError, ValueError):
-        return {}
-
-
-def _overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except (ImportError, ValueError):
-        return []

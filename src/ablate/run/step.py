@@ -31,42 +31,30 @@ class Stepper:
     step, EMA update. Returns the loss terms as a device tensor (no host sync)."""
 
     def __init__(self, model: JointEmbedding, cfg: DictConfig, data, device: torch.device, n_train: int):
-        cuda = device.type == "cuda"
         self.model, self.cfg, self.device = model, cfg, device
         self.mean, self.std, self.size = data.mean, data.std, cfg.data.image_size
         self.precision = resolve(cfg.train.precision, device)
         self.mem_format = memory_format(cfg, device)
         self.bf16 = self.precision == "bf16"
-        self.batch_size = cfg.train.batch_size
         self.rank, self.world = D.world()
-        if self.batch_size % self.world:
-            raise ConfigError(f"train.batch_size={self.batch_size} does not split over {self.world} processes; "
-                              f"use a multiple of {self.world}")
-        self.local_batch = self.batch_size // self.world
-        self.steps_per_epoch = n_train // self.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(f"train.batch_size={self.batch_size} exceeds the {n_train} training images; "
-                              f"lower train.batch_size")
+        self.batch_size = cfg.train.batch_size
+        self.local_batch, self.steps_per_epoch = split_batches(self.batch_size, self.world, n_train)
         self.total = cfg.train.epochs * self.steps_per_epoch
         self.warmup = cfg.train.warmup_epochs * self.steps_per_epoch
-        self.base_lr = cfg.optim.lr * self.batch_size / 256
+        self.base_lr = cfg.optim.lr * self.batch_size / 256  # the linear scaling rule (schedule: ``schedule``)
         self.opt = optimizer_for(model, cfg.optim, self.base_lr)
-        self.forward = model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward = DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
-                                                   find_unused_parameters=isinstance(model, Baseline))  # projector
         self.compile = bool(cfg.train.compile)
-        if self.compile:
-            self.forward = torch.compile(self.forward)
+        self.forward = wrap_forward(model, device, self.world, self.compile)
         self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
         self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
-        split = view_parallel(cfg.train.get("view_parallel", False), device, model, self.compile,
-                              self.compile_aug, self.world)
-        self.workers = ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
+        self.workers = view_workers(cfg, device, model, self.compile, self.compile_aug, self.world)
         self.step, self.lr, self.tau = 0, None, None
         self.queued = None  # (upcoming batch, its views' futures) under train.view_parallel
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the model and its inputs run in NHWC (``train.channels_last`` resolved)."""
+        return self.mem_format == torch.channels_last
 
     @property
     def view_parallel(self) -> bool:
@@ -154,14 +142,8 @@ class Stepper:
 
         with workers.main_threads():
             outs = workers.map(forward)  # [(z, p, t) of view 1, of view 2]
-            cut = [[o.detach().requires_grad_() if o.requires_grad else o for o in zpt] for zpt in outs]
-            for (z, p, t), c in zip(outs, cut):  # the same tensor in two roles stays one leaf
-                c[1] = c[0] if p is z else c[1]
-                c[2] = c[0] if t is z else c[2]
-            (z1, p1, t1), (z2, p2, t2) = cut
-            if model.stop_grad:
-                t1, t2 = t1.detach(), t2.detach()
-            loss, terms = model.loss(z1, z2, p1, p2, t1, t2)
+            cut = [cut_graph(zpt) for zpt in outs]
+            loss, terms = model.loss_of_views(*cut)  # the method's stop-gradient and loss
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
 
@@ -180,6 +162,49 @@ class Stepper:
             self.tau = model.update_target(self.step, self.total)
         self.step += 1
         return terms
+
+
+def cut_graph(zpt):
+    """A view's (z, p, t) as new leaves that require gradient where the originals do: the loss's backward stops
+    at them, and their gradients go through the view's own graph on its worker. The same tensor in two roles
+    (p is z without a predictor, t is z without a target) stays one leaf, so its gradients add up there."""
+    z, p, t = zpt
+    c = [o.detach().requires_grad_() if o.requires_grad else o for o in zpt]
+    c[1] = c[0] if p is z else c[1]
+    c[2] = c[0] if t is z else c[2]
+    return c
+
+
+def split_batches(batch_size: int, world: int, n_train: int) -> tuple[int, int]:
+    """This process's share of a batch and the steps an epoch of ``n_train`` images takes (full batches only);
+    a batch that does not split over the processes or exceeds the data is a one-line error."""
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size={batch_size} does not split over {world} processes; "
+                          f"use a multiple of {world}")
+    if n_train // batch_size < 1:
+        raise ConfigError(f"train.batch_size={batch_size} exceeds the {n_train} training images; "
+                          f"lower train.batch_size")
+    return batch_size // world, n_train // batch_size
+
+
+def wrap_forward(model: JointEmbedding | Baseline, device: torch.device, world: int, compiled: bool):
+    """What a step calls for the loss: the model, in DistributedDataParallel under torchrun, compiled under
+    ``train.compile``."""
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=isinstance(model, Baseline))  # projector
+    return torch.compile(forward) if compiled else forward
+
+
+def view_workers(cfg: DictConfig, device: torch.device, model, compiled: bool, compiled_aug: bool,
+                 world: int) -> ViewWorkers | None:
+    """The step path: the split step's workers (``train.view_parallel`` resolved true), else None for the
+    sequential step."""
+    split = view_parallel(cfg.train.get("view_parallel", False), device, model, compiled, compiled_aug, world)
+    return ViewWorkers(model, max(1, torch.get_num_threads() // 2)) if split else None
 
 
 def lookahead(batches):

@@ -93,13 +93,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = args.out or args.run_dir / "backbone.pt"
     if out.suffix == ".json":
-        print(f"ablate.export: error: --out {out} would be overwritten by its own .json sidecar; name it *.pt",
+        print(f"ablate.tools.export: error: --out {out} would be overwritten by its own .json sidecar; name it *.pt",
               file=sys.stderr)
         return 2
     try:
         meta = export(args.run_dir, out, args.projector)
     except RunError as e:
-        print(f"ablate.export: error: {e}", file=sys.stderr)
+        print(f"ablate.tools.export: error: {e}", file=sys.stderr)
         return 2
     files = [out, out.with_suffix(".json")] + ([out.with_name(meta["projector_file"])] if args.projector else [])
     print(f"wrote {', '.join(map(str, files))} ({meta['backbone']}, {meta['feature_dim']}-d features, "

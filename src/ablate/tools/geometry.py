@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
-        print(f"ablate.geometry: error: not a directory: {', '.join(missing)}; pass run directories",
+        print(f"ablate.tools.geometry: error: not a directory: {', '.join(missing)}; pass run directories",
               file=sys.stderr)
         return 2
     print(HEADER)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         try:
             print(row(str(r), run_geometry(r, args.seed, device)), flush=True)
         except AblateError as e:
-            print(f"ablate.geometry: error: {e}", file=sys.stderr)
+            print(f"ablate.tools.geometry: error: {e}", file=sys.stderr)
             return 2
     return 0
 

@@ -43,30 +43,54 @@ def train_view(images, size, mean, std, crop_min):
 def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd",
                 weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02, crop_min: float = 0.08,
                 seed: int | None = None, device: str = "cpu", progress: bool | None = None, feature_bn: bool = True) -> dict:
-    """Train and score the linear head on ``run_dir``'s newest checkpoint; returns the result dict. Longer than
-    60 lines on purpose: the whole protocol (data, head, schedule, loop, scoring) reads top to bottom in one place,
-    as a paper states it."""
+    """Train and score the linear head on ``run_dir``'s newest checkpoint; returns the result dict: the data, the
+    head (``make_head``), its training (``train_head``), the score, and the protocol in words (``protocol``)."""
     t0 = time.time()
     state, cfg = load_run(run_dir)
     seed = cfg.seed if seed is None else seed
     full = OmegaConf.merge(cfg.eval, {"bank_size": None, "test_size": None})
     data = load_data(cfg.data, full, cfg.seed)
     dev = torch.device(device)
-    train_x, train_y = data.bank_x.to(dev), data.bank_y.to(dev)
+    train = data.bank_x.to(dev), data.bank_y.to(dev)
     test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
     mean, std, size = data.mean.to(dev), data.std.to(dev), cfg.data.image_size
     online = load_model(state, cfg).online.to(dev).eval().requires_grad_(False)
-    backbone = online.backbone
-    d, classes = backbone.out_dim, data.num_classes
-
     torch.manual_seed(seed)
-    # MAE / MoCo v3's probe: a BatchNorm without affine parameters standardizes the features (batch statistics
-    # in training, running ones at test), so one lr suits backbones whose features differ in scale by orders
-    head = torch.nn.Sequential(*([torch.nn.BatchNorm1d(d, affine=False)] if feature_bn else []),
-                               torch.nn.Linear(d, classes)).to(dev)
+    head = make_head(online.backbone.out_dim, data.num_classes, feature_bn).to(dev)
     ocfg = OmegaConf.create({"name": optimizer, "weight_decay": weight_decay, "momentum": momentum, "eta": eta,
                              "exclude_bias_norm": True, "predictor_fixed_lr": False})
     opt = build_optimizer(param_groups({"head": head}, ocfg), ocfg, lr)
+    view = lambda x: train_view(x, size, mean, std, crop_min)  # noqa: E731
+    train_top1, losses = train_head(head, online.backbone, opt, train, view, epochs, batch_size, lr, progress)
+    head.eval()
+    h_test, _ = embed(online, test_x, lambda x: eval_view(x, size, mean, std), cfg.eval.batch_size, project=False)
+    with torch.no_grad():
+        top1 = 100 * float((head(h_test).argmax(1) == test_y).float().mean())
+    settings = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                    epochs=epochs, batch_size=batch_size, crop_min=crop_min, feature_bn=feature_bn, seed=seed)
+    return {"top1": top1, "units": "top-1 in percent", "chance_top1": 100 / data.num_classes,
+            "train_top1_last_epoch": train_top1, "train_loss": losses, "run_dir": str(Path(run_dir).resolve()),
+            "checkpoint_epoch": state["epoch"], "method": cfg.method.name, "ablate_version": __version__,
+            "wall_s": round(time.time() - t0, 2),
+            "protocol": protocol(cfg, online.backbone.out_dim, data.num_classes, len(train[0]), len(test_x), mean, std,
+                                 dev, settings)}
+
+
+def make_head(d: int, classes: int, feature_bn: bool) -> torch.nn.Module:
+    """The linear classifier on d features. MAE / MoCo v3's probe: a BatchNorm without affine parameters
+    standardizes the features (batch statistics in training, running ones at test), so one lr suits backbones
+    whose features differ in scale by orders."""
+    return torch.nn.Sequential(*([torch.nn.BatchNorm1d(d, affine=False)] if feature_bn else []),
+                               torch.nn.Linear(d, classes))
+
+
+def train_head(head, backbone, opt, train, view, epochs: int, batch_size: int, lr: float,
+               progress: bool | None) -> tuple[float, list[float]]:
+    """``epochs`` passes over the (images, labels) ``train`` in a fresh order, each batch in a fresh ``view``
+    through the frozen backbone, per-step cosine lr from ``lr`` to 0; returns the last epoch's training top-1
+    and every epoch's mean loss."""
+    train_x, train_y = train
+    dev = train_x.device
     steps = math.ceil(len(train_x) / batch_size)
     total, step, losses = epochs * steps, 0, []
     bar = tqdm(range(epochs), desc="linear eval", unit="epoch", disable=None if progress is None else not progress,
@@ -77,7 +101,7 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
         for s in range(steps):
             idx = order[s * batch_size:(s + 1) * batch_size]
             with torch.no_grad():
-                h = backbone(train_view(train_x[idx], size, mean, std, crop_min)).float()
+                h = backbone(view(train_x[idx])).float()
             logits = head(h)
             loss = F.cross_entropy(logits, train_y[idx])
             set_lr(opt, lr_at(step, total, 0, lr, 0.0))
@@ -89,37 +113,35 @@ def linear_eval(run_dir: Path, epochs: int = 100, batch_size: int = 256, lr: flo
             correct += (logits.argmax(1) == train_y[idx]).sum()
         losses.append(float(loss_sum) / len(train_x))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    train_top1 = 100 * float(correct) / len(train_x)
-    head.eval()
-    h_test, _ = embed(online, test_x, lambda x: eval_view(x, size, mean, std), cfg.eval.batch_size, project=False)
-    with torch.no_grad():
-        top1 = 100 * float((head(h_test).argmax(1) == test_y).float().mean())
-    lr_text = "per-step cosine from lr to 0 over all steps, no warmup; lr as given (not scaled by the batch size)"
-    protocol = {
+    return 100 * float(correct) / len(train_x), losses
+
+
+def protocol(cfg, d: int, classes: int, n_train: int, n_test: int, mean, std, dev, s: dict) -> dict:
+    """linear_eval.json's ``protocol``: every setting of the evaluation, in words where a number is not enough
+    (``s``: the optimizer, schedule, augmentation and head settings linear_eval ran with)."""
+    size, lars = cfg.data.image_size, s["optimizer"] == "lars"
+    steps = math.ceil(n_train / s["batch_size"])
+    return {
         "backbone": cfg.backbone.name, "feature_dim": d,
         "frozen": "backbone in eval mode (batch norm uses its running statistics), no gradient",
-        "head": (f"nn.BatchNorm1d({d}, affine=False) then " if feature_bn else "") + f"nn.Linear({d}, {classes})"
+        "head": (f"nn.BatchNorm1d({d}, affine=False) then " if s["feature_bn"] else "") + f"nn.Linear({d}, {classes})"
                 + (" (the features standardized by batch statistics, running ones at test; MAE / MoCo v3)"
-                   if feature_bn else " on raw features"), "optimizer": optimizer, "lr": lr, "lr_schedule": lr_text,
-        "momentum": momentum, "weight_decay": weight_decay,
-        "weight_decay_on": "weights only (the bias gets no weight decay" + (", nor LARS adaptation)" if
-                                                                           optimizer == "lars" else ")"),
-        **({"lars_eta": eta} if optimizer == "lars" else {}),
-        "epochs": epochs, "batch_size": batch_size, "steps_per_epoch": steps, "steps": total,
-        "train_augmentation": f"RandomResizedCrop({size}, scale=({crop_min}, 1.0), ratio=(3/4, 4/3)) and "
+                   if s["feature_bn"] else " on raw features"), "optimizer": s["optimizer"], "lr": s["lr"],
+        "lr_schedule": "per-step cosine from lr to 0 over all steps, no warmup; lr as given (not scaled by the "
+                       "batch size)",
+        "momentum": s["momentum"], "weight_decay": s["weight_decay"],
+        "weight_decay_on": "weights only (the bias gets no weight decay" + (", nor LARS adaptation)" if lars else ")"),
+        **({"lars_eta": s["eta"]} if lars else {}),
+        "epochs": s["epochs"], "batch_size": s["batch_size"], "steps_per_epoch": steps, "steps": s["epochs"] * steps,
+        "train_augmentation": f"RandomResizedCrop({size}, scale=({s['crop_min']}, 1.0), ratio=(3/4, 4/3)) and "
                               f"horizontal flip p=0.5, per image, batched on the device (ablate.augment), then "
                               f"normalized; a fresh view every epoch",
         "test_view": f"ablate.augment.eval_view: resized to {size} px when needed, normalized",
         "normalize_mean": [round(float(v), 6) for v in mean], "normalize_std": [round(float(v), 6) for v in std],
         "data": cfg.data.name, "image_size": size, "num_classes": classes,
-        "train_split": f"all {len(train_x)} labelled training images", "test_split": f"all {len(test_x)} held-out "
-                                                                                       f"images",
-        "train_images": len(train_x), "test_images": len(test_x), "seed": seed, "device": str(dev),
+        "train_split": f"all {n_train} labelled training images", "test_split": f"all {n_test} held-out images",
+        "train_images": n_train, "test_images": n_test, "seed": s["seed"], "device": str(dev),
     }
-    return {"top1": top1, "units": "top-1 in percent", "chance_top1": 100 / classes,
-            "train_top1_last_epoch": train_top1, "train_loss": losses, "run_dir": str(Path(run_dir).resolve()),
-            "checkpoint_epoch": state["epoch"], "method": cfg.method.name, "ablate_version": __version__,
-            "wall_s": round(time.time() - t0, 2), "protocol": protocol}
 
 
 def main(argv=None) -> int:
@@ -142,7 +164,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def fail(msg):
-        print(f"ablate.linear: error: {msg}", file=sys.stderr)
+        print(f"ablate.tools.linear: error: {msg}", file=sys.stderr)
         return 2
 
     if args.epochs < 1 or args.batch_size < 1:
