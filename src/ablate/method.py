@@ -10,6 +10,8 @@
     after each optimizer step: target <- tau target + (1 - tau) online     [ema]
 """
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -36,12 +38,14 @@ class JointEmbedding(nn.Module):
         dim = [m for m in self.online.projector if isinstance(m, nn.Linear)][-1].out_features
         self.predictor = build_predictor(cfg.predictor, cfg.get("batchnorm"), dim, mult) if on["predictor"] else None
         self.target = make_target(self.online) if on["ema"] else None
-        self.ema = cfg.ema if on["ema"] else None
+        # plain floats, not OmegaConf nodes: a compiled loss reads them as constants (a node's attribute access
+        # is Python code that breaks the graph)
+        self.ema = _floats(cfg.ema, "base_tau", "final_tau") if on["ema"] else None
         self.stop_grad = on["stop_grad"]
         self.invariance = INVARIANCE[cfg.method.invariance]
         self.w_inv = float(cfg.method.inv_weight)
-        self.var = cfg.var if on["var"] else None
-        self.cov = cfg.cov if on["cov"] else None
+        self.var = _floats(cfg.var, "weight", "gamma", "eps") if on["var"] else None
+        self.cov = _floats(cfg.cov, "weight") if on["cov"] else None
         self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
         self.dim = dim
 
@@ -91,15 +95,25 @@ class JointEmbedding(nn.Module):
     def forward(self, x1, x2):
         return self.loss(*self.branches(x1, x2))
 
-    def update_target(self, step: int, total_steps: int) -> float | None:
-        """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target)."""
+    def update_target(self, step: int, total_steps: int, tau_t: torch.Tensor | None = None,
+                      update=update_momentum) -> float | None:
+        """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target).
+        A compiled step passes ``tau_t``, a 0-d device tensor that receives tau and that ``update`` (the compiled
+        ``update_momentum``) reads, so the update sees the same input at every step."""
         if self.target is None:
             return None
         tau = cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
         with stage("ema"):
-            update_momentum(self.online, self.target, tau)
+            if tau_t is None:
+                update_momentum(self.online, self.target, tau)
+            else:
+                update(self.online, self.target, tau_t.fill_(tau))
         return tau
 
+
+def _floats(node, *keys) -> SimpleNamespace:
+    """The named fields of a config node as plain floats."""
+    return SimpleNamespace(**{k: float(node[k]) for k in keys})
 
 
 class Baseline(nn.Module):
@@ -129,7 +143,7 @@ class Baseline(nn.Module):
         zero = torch.zeros((), device=ce.device)
         return ce, torch.stack([ce.detach(), zero, zero, zero])
 
-    def update_target(self, step: int, total_steps: int) -> None:
+    def update_target(self, step: int, total_steps: int, *_, **__) -> None:
         return None
 
 
