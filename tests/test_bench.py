@@ -3,7 +3,6 @@ figures other tools read. No timing assertions: speed goals live in the benchmar
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,20 +132,6 @@ def test_bench_rejects_bad_arguments_in_one_line(args, name):
     assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_gpu_script_runs_on_cpu_with_a_tiny_setting():
-    env = {**os.environ, "PYTHON": sys.executable, "ROUNDS": "1",
-           "BENCH_ARGS": "--warmup 0 --workers 0"}
-    tiny = [a for a in TINY if "=" in a] + ["data=shapes", "backbone=small_cnn"]
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *tiny], capture_output=True, text=True,
-                       env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    final = json.loads(r.stdout.strip().splitlines()[-1])
-    assert [x["method"] for x in final["runs"]] == ["simsiam", "byol", "vicreg"]
-    for run in final["runs"]:
-        assert run["runner_img_s"] > 0 and run["epoch_s"] > 0 and run["tflops"] > 0 and run["peak_mem_mb"] > 0
-    assert "images/s" in r.stdout and "TFLOP/s" in r.stdout
-
-
 def test_the_reference_main_process_gets_the_cores_its_workers_leave():
     from argparse import Namespace
 
@@ -187,11 +172,12 @@ def test_under_train_compile_the_peer_loops_step_through_a_compiled_model_too(mo
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(_Compiled(module)) or compiled[-1])
     bench.main(["step", *TINY, "train.compile=true"])
-    (runner,) = compiled
+    modules = lambda: [c for c in compiled if isinstance(c.module, torch.nn.Module)]  # noqa: E731 - not opt/EMA steps
+    (runner,) = modules()
     assert runner.calls == 3  # one step each: the runner, the bare loop, the bare loop on precomputed views
     compiled.clear()
     bench.main(["epoch", *TINY, "train.compile=true"])
-    runner, reference = compiled
+    runner, reference = modules()
     assert reference.module is not runner.module and type(reference.module) is type(runner.module)
     assert runner.calls == reference.calls > 0  # the same steps an epoch on either side, two sides each
     assert _json_lines(capsys.readouterr().out)[-1]["compile"] is True

@@ -17,6 +17,20 @@ import torch.nn.functional as F
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 
 
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor, made once per device and dtype: ``torch.tensor([...], device=cuda)`` is a
+    blocking host-to-device copy, which would stop the host from queueing work ahead of the GPU every view.
+    Inside a compiled function it is a graph constant instead (no copy at run time)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, device=device, dtype=dtype)
+    return _cached_constant(values, torch.device(device), dtype)
+
+
+@functools.cache
+def _cached_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def _u(n, lo, hi, device):
     return torch.empty(n, device=device).uniform_(lo, hi)
 
@@ -122,7 +136,7 @@ def adjust_hue(x, shift, out=None):
     h = h + 6.0 * shift.view(-1, 1, 1)
     # HSV -> RGB as f(n) = V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6 H) mod 6, with V S = delta,
     # for the three channels at once (n = 5, 3, 1)
-    k = (h.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1))
+    k = h.unsqueeze(1) + _constant((5.0, 3.0, 1.0), x.device, x.dtype).view(1, 3, 1, 1)
     k = k.remainder_(6.0)
     k = torch.minimum(k, 4.0 - k).clamp_(0, 1)
     return torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), k, value=-1.0, out=out)

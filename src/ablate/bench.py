@@ -1,4 +1,4 @@
-"""``python -m ablate.bench {aug,step,epoch,profile,all}``: the suite's speed against the way peers do the same work.
+"""``python -m ablate.bench {aug,step,epoch,profile,graphs,all}``: the suite's speed against the way peers do the same work.
 
 Each sub-benchmark runs both sides in one process, alternating (warmup, then A B A B ...), so a machine
 shared with other jobs slows both alike; it prints a table and ends with one JSON line of its figures.
@@ -15,6 +15,8 @@ plain loop's.
            DataLoader, then the same model, optimizer and batch size; its main process on the cores its
            workers leave, its fastest setting on a CPU), and each side's steps alone on precomputed views, which
            say what bounds each loop; under ``train.compile`` both sides' models run compiled
+    graphs the compiled step's graph and break counts (forward + loss, optimizer, EMA update) for all 64
+           settings of the six switches: 1/0 each means ``train.compile`` traces every part whole
     profile  the runner's step split by stage (augmentation, backbone, heads, EMA target, loss, backward,
            optimizer, EMA update) in fp32 and in bf16 autocast, with achieved FLOP/s against the CPU's peak;
            on a CPU the fp32 step by op class too (convolutions, matrix products, batch norm and ReLU, the
@@ -529,7 +531,34 @@ def bench_profile(cfg, data, device, args) -> dict:
     return out
 
 
-BENCHES = {"aug": bench_aug, "step": bench_step, "epoch": bench_epoch, "profile": bench_profile}
+def bench_graphs(cfg, data, device, args) -> dict:
+    """Graphs and graph breaks that torch.compile's tracer (``torch._dynamo.explain``) finds in the compiled
+    step's three parts, for each of the 64 on/off settings of the six switches on ``--method``'s preset (the
+    run config's model, a batch of 8): ``train.compile`` keeps each part one graph with no break."""
+    from .method import JointEmbedding
+    from .run.compiled import combinations, graph_counts, switch_overrides, whole
+
+    rows, size = [], cfg.data.image_size
+    print(f"{'switches on':<44}{'forward':>9}{'optimizer':>11}{'ema':>7}  (graphs/breaks)")
+    for on in combinations():
+        c = compose_cfg(args.method, [*args.overrides, *switch_overrides(on)])
+        torch.manual_seed(c.seed)
+        model = JointEmbedding(c).to(device)
+        opt = optimizer_for(model, c.optim, 0.1, compiled=True)
+        x1, x2 = (torch.randn(8, 3, size, size, device=device) for _ in range(2))
+        counts = graph_counts(model, opt, x1, x2)
+        names = ",".join(t for t, v in on.items() if v) or "(none)"
+        cells = ["/".join(map(str, counts[part])) if part in counts else "-" for part in ("forward", "optimizer", "ema")]
+        print(f"{names:<44}{cells[0]:>9}{cells[1]:>11}{cells[2]:>7}", flush=True)
+        rows.append({"switches": on, **{k: list(v) for k, v in counts.items()}, "whole": whole(counts)})
+    n_whole = sum(r["whole"] for r in rows)
+    print(f"{n_whole}/{len(rows)} settings compile as one graph per part with no break ({cfg.method.name}, {device})")
+    return {"bench": "graphs", "method": cfg.method.name, "device": str(device), "combinations": len(rows),
+            "whole": n_whole, "rows": rows}
+
+
+BENCHES = {"aug": bench_aug, "step": bench_step, "epoch": bench_epoch, "profile": bench_profile,
+           "graphs": bench_graphs}
 
 
 def main(argv=None) -> None:

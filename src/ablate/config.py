@@ -15,6 +15,8 @@ SWITCHES = (*TECHNIQUES, "negatives", "xcorr")  # and two beyond it: SimCLR's ne
 BASELINES = ("random", "supervised")
 KEEP = ("last", "none", "all")  # checkpoint.keep
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
+COMPILE_MODES = {False: None, True: "default", "reduce-overhead": "reduce-overhead"}  # train.compile -> torch mode
+EVAL_PRECISIONS = ("fp32", "train")  # eval.precision
 
 
 def conf_dir() -> Path:
@@ -204,14 +206,19 @@ def _check_training(cfg: DictConfig) -> None:
         raise ConfigError(f"train.precision={cfg.train.precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
     if cfg.train.channels_last not in ("auto", True, False):
         raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
-    if cfg.train.compile not in (True, False):
-        raise ConfigError(f"train.compile={cfg.train.compile} must be true or false")
+    if cfg.train.compile not in COMPILE_MODES:
+        raise ConfigError(f"train.compile={cfg.train.compile} must be true, false or reduce-overhead")
     if cfg.train.get("view_parallel", False) not in ("auto", True, False):
         raise ConfigError(f"train.view_parallel={cfg.train.view_parallel} must be auto, true or false")
     if cfg.train.compile_aug not in ("auto", True, False):
         raise ConfigError(f"train.compile_aug={cfg.train.compile_aug} must be auto, true or false")
     if cfg.checkpoint.keep not in KEEP:
         raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} is unknown; choose one of: {', '.join(KEEP)}")
+    _int(cfg.checkpoint.get("every", 1), "checkpoint.every", 1, " (epochs between checkpoints)")
+    if cfg.checkpoint.get("background", False) not in (True, False):
+        raise ConfigError(f"checkpoint.background={cfg.checkpoint.background} must be true or false")
+    if cfg.eval.get("precision", "fp32") not in EVAL_PRECISIONS:
+        raise ConfigError(f"eval.precision={cfg.eval.precision} is unknown; choose one of: {', '.join(EVAL_PRECISIONS)}")
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"unknown backbone '{cfg.backbone.name}'; choose backbone= one of: "
                           f"{', '.join(BACKBONES)}")

@@ -60,10 +60,21 @@ def standardized_metrics(z: torch.Tensor) -> dict:
     return {"z_bn_std": float(standardized_std(z)), "rank_z_bn": float(rankme(standardize(z.double())))}
 
 
+def singular_values(z: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``z`` in float64, descending, from the smaller Gram matrix's eigenvalues (clamped at
+    0: rounding can leave a null direction's slightly negative). Equal to ``torch.linalg.svdvals`` to about
+    1e-8 of the largest; the smallest lose relative precision, which RankMe's eps of 1e-7 hides."""
+    z = z.double()
+    gram = z.T @ z if z.shape[0] >= z.shape[1] else z @ z.T
+    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
+
+
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values (+eps), on the
-    embedding matrix without centering (Roy & Vetterli's effective rank)."""
-    s = torch.linalg.svdvals(z.double())
+    embedding matrix without centering (Roy & Vetterli's effective rank). The singular values are the square
+    roots of the eigenvalues of the smaller Gram matrix (Z^T Z or Z Z^T, float64): an eigendecomposition of a
+    d x d matrix instead of an SVD of the n x d one (10000 x 2048 at GPU scale, each epoch)."""
+    s = singular_values(z)
     p = s / s.sum() + eps
     return torch.exp(-(p * torch.log(p)).sum()).float()
 

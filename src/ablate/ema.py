@@ -22,10 +22,18 @@ def make_target(online: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def update_momentum(online: nn.Module, target: nn.Module, tau: float) -> None:
-    """target <- tau * target + (1 - tau) * online for parameters; buffers (BN statistics) are copied."""
+def update_momentum(online: nn.Module, target: nn.Module, tau: float | torch.Tensor) -> None:
+    """target <- tau * target + (1 - tau) * online for parameters; buffers (BN statistics) are copied.
+    ``tau`` is a float (one multi-tensor lerp) or a 0-d float64 device tensor, which a compiled update reads as
+    an input (a float would be a constant, recompiled whenever it changes): a lerp per tensor that inductor
+    fuses, with the same weight 1 - tau rounded once to the parameters' dtype."""
     t_params = list(target.parameters())
     o_params = list(online.parameters())
-    torch._foreach_lerp_(t_params, o_params, 1.0 - tau)
+    if isinstance(tau, torch.Tensor):
+        weight = (1.0 - tau).to(t_params[0].dtype)
+        for t, o in zip(t_params, o_params):
+            t.lerp_(o, weight)
+    else:
+        torch._foreach_lerp_(t_params, o_params, 1.0 - tau)
     for tb, ob in zip(target.buffers(), online.buffers()):
         tb.copy_(ob)

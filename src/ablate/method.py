@@ -14,6 +14,8 @@
     after each optimizer step: target <- tau target + (1 - tau) online     [ema]
 """
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -52,7 +54,9 @@ class JointEmbedding(nn.Module):
         dim = self.online.dim
         self.predictor = build_predictor(cfg.predictor, cfg.get("batchnorm"), dim, mult) if on["predictor"] else None
         self.target = make_target(self.online) if on["ema"] else None
-        self.ema = cfg.ema if on["ema"] else None
+        # plain floats, not OmegaConf nodes: a compiled loss reads them as constants (a node's attribute access
+        # is Python code that breaks the graph)
+        self.ema = _floats(cfg.ema, "base_tau", "final_tau") if on["ema"] else None
         self.stop_grad = on["stop_grad"]
         self.invariance_name = cfg.method.invariance
         self.invariance = INVARIANCE[self.invariance_name]
@@ -61,8 +65,8 @@ class JointEmbedding(nn.Module):
         self.scale_free = scale_free(self.invariance_name)  # the verdict reads collapse from the spread then
         self.standardized = self.invariance_name in STANDARDIZED  # ... or from the standardized z (Barlow)
         self.w_inv = float(cfg.method.inv_weight)
-        self.var = cfg.var if on["var"] else None
-        self.cov = cfg.cov if on["cov"] else None
+        self.var = _floats(cfg.var, "weight", "gamma", "eps") if on["var"] else None
+        self.cov = _floats(cfg.cov, "weight") if on["cov"] else None
         self.geometry = reg_geometry(cfg.reg_geometry, cfg.method.invariance)
         neg, xc = cfg.get("negatives"), cfg.get("xcorr")  # plain floats: no OmegaConf lookup in the step
         self.neg = (float(neg.weight), float(neg.temperature)) if neg is not None else None
@@ -141,18 +145,30 @@ class JointEmbedding(nn.Module):
             return None
         return cosine_tau(step, total_steps, self.ema.base_tau, self.ema.final_tau)
 
-    def momentum_update(self, tau: float | None) -> None:
-        """target <- tau target + (1 - tau) online [ema]; nothing without a target."""
-        if self.target is not None:
-            with stage("ema"):
+    def momentum_update(self, tau: float | None, tau_t: torch.Tensor | None = None, update=update_momentum) -> None:
+        """target <- tau target + (1 - tau) online [ema]; nothing without a target. A compiled step passes
+        ``tau_t`` (filled with tau) and ``update``, the compiled ``update_momentum``."""
+        if self.target is None:
+            return
+        with stage("ema"):
+            if tau_t is None:
                 update_momentum(self.online, self.target, tau)
+            else:
+                update(self.online, self.target, tau_t.fill_(tau))
 
-    def update_target(self, step: int, total_steps: int) -> float | None:
-        """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target)."""
+    def update_target(self, step: int, total_steps: int, tau_t: torch.Tensor | None = None,
+                      update=update_momentum) -> float | None:
+        """The EMA step after an optimizer step, tau on BYOL's cosine schedule; returns tau (None: no target).
+        A compiled step passes ``tau_t``, a 0-d device tensor that receives tau and that ``update`` (the compiled
+        ``update_momentum``) reads, so the update sees the same input at every step."""
         tau = self.target_tau(step, total_steps)
-        self.momentum_update(tau)
+        self.momentum_update(tau, tau_t, update)
         return tau
 
+
+def _floats(node, *keys) -> SimpleNamespace:
+    """The named fields of a config node as plain floats."""
+    return SimpleNamespace(**{k: float(node[k]) for k in keys})
 
 
 class Baseline(nn.Module):
@@ -185,7 +201,7 @@ class Baseline(nn.Module):
         zero = torch.zeros((), device=ce.device)
         return ce, torch.stack([ce.detach(), *[zero] * (len(TERMS) - 1)])
 
-    def update_target(self, step: int, total_steps: int) -> None:
+    def update_target(self, step: int, total_steps: int, *_, **__) -> None:
         return None
 
 

@@ -9,7 +9,8 @@ import torch
 class LARS(torch.optim.Optimizer):
     """LARS as in the official VICReg ``main_vicreg.py`` (You et al. 2017): the update is scaled by
     eta * ||w|| / ||g + wd w|| per tensor; groups with ``exclude=True`` get neither weight decay nor the
-    scaling. No host synchronisation: the trust ratio stays on the device."""
+    scaling. No host synchronisation: the trust ratio and the learning rate (a device tensor per group, see
+    ``build_optimizer``) stay on the device, and the step compiles into one graph."""
 
     def __init__(self, params, lr, weight_decay=0.0, momentum=0.9, eta=0.02):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta,
@@ -42,7 +43,11 @@ class LARS(torch.optim.Optimizer):
                 mus.append(state["mu"])
             torch._foreach_mul_(mus, g["momentum"])
             torch._foreach_add_(mus, dps)
-            torch._foreach_add_(params, mus, alpha=-g["lr"])
+            lr = g["lr"]
+            if isinstance(lr, torch.Tensor):  # p - lr mu: the same bits as add_'s alpha on a CPU, and no .item()
+                torch._foreach_addcmul_(params, mus, [lr.expand_as(p) for p in params], value=-1.0)
+            else:
+                torch._foreach_add_(params, mus, alpha=-lr)
 
 
 def param_groups(modules: dict, optim_cfg) -> list[dict]:
@@ -66,16 +71,33 @@ def param_groups(modules: dict, optim_cfg) -> list[dict]:
 OPTIMIZERS = ("sgd", "lars")
 
 
-def build_optimizer(groups, optim_cfg, lr: float):
+def build_optimizer(groups, optim_cfg, lr: float, compiled: bool = False):
+    """The optimizer over ``groups``, each group's learning rate a 0-d tensor on its parameters' device
+    (``set_lr`` fills it in place): a schedule that changes it every step then neither recompiles a compiled
+    step nor rules out CUDA graphs. ``compiled``: the step will run under torch.compile, which cannot trace
+    torch's fused SGD kernel (torch.compiler.disable'd), so SGD takes its multi-tensor form there."""
+    groups = [dict(g, lr=lr) for g in groups]
     if optim_cfg.name == "lars":
-        return LARS(groups, lr=lr, weight_decay=optim_cfg.weight_decay, momentum=optim_cfg.momentum,
-                    eta=optim_cfg.eta)
-    if optim_cfg.name == "sgd":
+        opt = LARS(groups, lr=lr, weight_decay=optim_cfg.weight_decay, momentum=optim_cfg.momentum,
+                   eta=optim_cfg.eta)
+    elif optim_cfg.name == "sgd":
         # torch's fused kernel: one pass over each tensor instead of four multi-tensor ops, the same bits on a CPU
-        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum,
-                               weight_decay=optim_cfg.weight_decay, fused=fused or None)
-    raise ValueError(f"unknown optimizer '{optim_cfg.name}'; choose optim.name= one of: {', '.join(OPTIMIZERS)}")
+        fused = not compiled and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        opt = torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay,
+                              fused=fused or None, foreach=None if fused else True)
+    else:
+        raise ValueError(f"unknown optimizer '{optim_cfg.name}'; choose optim.name= one of: {', '.join(OPTIMIZERS)}")
+    device_lrs(opt)
+    opt.register_load_state_dict_post_hook(device_lrs)  # a checkpoint holds floats (older runs) or CPU tensors
+    return opt
+
+
+def device_lrs(optimizer, *_) -> None:
+    """Each group's learning rate as a float32 0-d tensor of its own on its parameters' device (a fixed-lr
+    group keeps its value while ``set_lr`` fills the others)."""
+    for g in optimizer.param_groups:
+        device = g["params"][0].device if g["params"] else "cpu"
+        g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=device)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_frac: float) -> float:
@@ -88,6 +110,7 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_
 
 
 def set_lr(optimizer, lr: float) -> None:
+    """Write ``lr`` into every scheduled group's device tensor: a fill from a host float, no host read."""
     for g in optimizer.param_groups:
         if not g.get("fixed_lr"):
-            g["lr"] = lr
+            g["lr"].fill_(lr)

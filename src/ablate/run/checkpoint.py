@@ -11,6 +11,7 @@ import errno
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -44,6 +45,50 @@ def save_checkpoint(run_dir: Path, state: dict, keep: str = "last") -> bool:
         epoch_copy.unlink(missing_ok=True)
         os.link(path, epoch_copy)
     return True
+
+
+class CheckpointWriter:
+    """``save_checkpoint`` on the training thread, or with ``background`` on a thread of its own, so that a GPU
+    run does not wait on serializing, sealing and syncing a large file: the state is first copied to the CPU
+    (training then changes the model freely), one write runs at a time (``save`` waits for the previous one),
+    and ``join`` waits for the last one and raises what a write raised (a full disk only logs, as before)."""
+
+    def __init__(self, background: bool = False):
+        self.background, self.thread, self.error = background, None, None
+
+    def save(self, run_dir: Path, state: dict, keep: str = "last") -> None:
+        self.join()
+        if not self.background:
+            save_checkpoint(run_dir, state, keep)
+            return
+        state = _to_cpu(state)
+        self.thread = threading.Thread(target=self._write, args=(run_dir, state, keep), name="checkpoint")
+        self.thread.start()
+
+    def _write(self, run_dir: Path, state: dict, keep: str) -> None:
+        try:
+            save_checkpoint(run_dir, state, keep)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread by join
+            self.error = e
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise CheckpointError(f"writing a checkpoint in the background failed: {error}") from error
+
+
+def _to_cpu(obj):
+    """A copy of ``obj`` with every tensor cloned onto the CPU (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def finish_checkpoints(run_dir: Path, keep: str) -> None:

@@ -25,7 +25,7 @@ from .rundir import WRITE_ERRORS, RunLock, check_run_dir, unique_dir, write_prob
 from .summary import failure_summary, write_json
 
 # Each sweep cell appends its outcome to this file, named by the sweep's process: cells may run in other
-# processes (hydra/launcher=parallel), and the sweep's exit status counts them all.
+# processes (hydra/launcher=parallel, K at once, also on one GPU), and the sweep's exit status counts them all.
 SWEEP_STATUS = "ABLATE_SWEEP_STATUS"
 
 log = logging.getLogger("ablate")
@@ -76,22 +76,23 @@ def check_overrides(args: list[str]) -> None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: {', '.join(group_options('method'))}")
 
 
-def check_side_by_side(args: list[str]) -> None:
-    """``hydra/launcher=parallel`` puts one cell per core on the same device: refused where the cells would
-    train on a GPU (``device`` cuda, or auto with a GPU present), before any cell starts."""
-    overrides = {override_key(a): a.split("=", 1)[1] for a in override_args(args) if "=" in a}
-    if overrides.get("hydra/launcher") != "parallel":
-        return
-    device = overrides.get("device", "auto").split(":")[0]
-    if device == "cuda" or (device == "auto" and _cuda_available()):
-        raise ConfigError("hydra/launcher=parallel runs one cell per CPU core, but the cells would train on the GPU; "
-                          "drop hydra/launcher=parallel, or add device=cpu")
+def cell_threads() -> int | None:
+    """In a sweep whose launcher runs K cells at once (``hydra/launcher=parallel``): each cell's share of the
+    cores, set as torch's thread count and OMP_NUM_THREADS (for what the cell starts), so K cells do not
+    oversubscribe the machine; None for one cell at a time."""
+    from hydra.core.hydra_config import HydraConfig
 
+    from .sweep_baselines import side_by_side
 
-def _cuda_available() -> bool:
+    k = side_by_side(HydraConfig.get().launcher)
+    if k <= 1:
+        return None
     import torch
 
-    return torch.cuda.is_available()
+    threads = max(1, (os.cpu_count() or 1) // k)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
 
 
 def _multirun() -> bool:
@@ -129,6 +130,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
     from .loop import train
 
     _note_cell("cell", run_dir)
+    cell_threads()
     try:
         lock = RunLock(run_dir).acquire()
     except AblateError as e:  # another process trains this cell: leave its directory alone
@@ -258,7 +260,6 @@ def main() -> None:
         try:
             check_overrides(args)
             if is_multirun(args):
-                check_side_by_side(args)
                 args = [*sweep_args(args), "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
                 fd, status = tempfile.mkstemp(prefix="ablate-sweep-", suffix=".txt")
                 os.close(fd)

@@ -28,8 +28,8 @@ from ..diagnostics import (
 from ..method import TERMS, Baseline, JointEmbedding, equivalences
 from ..models import embed
 from . import dist as D
-from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
-from .hardware import deterministic_kernels
+from .checkpoint import CheckpointWriter, finish_checkpoints, load_checkpoint, save_checkpoint
+from .hardware import deterministic_kernels, resolve
 from .logger import NullLogger, make_logger
 from .rundir import config_diff, resumable_config, upgrade_config
 from .step import Stepper, build_runner, lookahead
@@ -92,8 +92,9 @@ def _resume_rows(metrics_path: Path, epoch: int) -> list[dict]:
 def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
     """Diagnostics on the fixed held-out set: device tensors, read by the caller once."""
     norm = lambda x: eval_view(x, size, data.mean, data.std)  # noqa: E731
-    bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size, project=False)  # kNN needs h only
-    test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
+    with eval_precision(cfg, data.test_x.device):
+        bank_h, _ = embed(model.online, data.bank_x, norm, cfg.eval.batch_size, project=False)  # kNN needs h only
+        test_h, test_z = embed(model.online, data.test_x, norm, cfg.eval.batch_size)
     standardized = standardized_metrics(test_z) if model.standardized else {}  # Barlow Twins' geometry
     return {
         "z_std": embedding_std(test_z), "z_std_ref": torch.tensor(1 / math.sqrt(test_z.shape[1])),
@@ -102,6 +103,13 @@ def evaluate(model: JointEmbedding, data, size, cfg) -> dict:
         "knn_top1": 100 * knn_top1(bank_h, data.bank_y, test_h, data.test_y, data.num_classes,
                                    cfg.eval.knn_k, cfg.eval.knn_t),
     }, (bank_h, test_h, test_z)
+
+
+def eval_precision(cfg: DictConfig, device: torch.device):
+    """``eval.precision=train``: the diagnostics' forward under the training step's bf16 autocast when it trains in
+    bf16 (at GPU scale, half the cost of an fp32 pass over the held-out set); the embeddings leave as fp32."""
+    bf16 = cfg.eval.get("precision", "fp32") == "train" and resolve(cfg.train.precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.no_grad()
@@ -241,20 +249,25 @@ def train_epochs(state: RunState, model, stepper: Stepper, data, cfg: DictConfig
     if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
         last_epoch = state.epoch
         evaluate_untrained(state, model, stepper, data, cfg, device, run_dir, progress, logger)
+    ckpts = CheckpointWriter(cfg.checkpoint.get("background", False))
+    every = cfg.checkpoint.get("every", 1)
     for epoch in range(state.epoch, last_epoch):
         terms, diverged = train_epoch(stepper, data, cfg, progress, epoch)
         if diverged is not None:
             state.last.update(terms)
+            ckpts.join()
             return diverged
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
             record_evaluation(state, evaluation_row(state, terms, model, stepper, data, cfg, epoch),
                               model, data, cfg, run_dir, progress, logger)
         state.epoch = epoch + 1
-        ckpt = checkpoint_state(state, model, stepper, cfg, device)  # every rank: it gathers RNG states
-        if run_dir is not None:
-            save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
+        if state.epoch % every == 0 or state.epoch == last_epoch or state.stopped_early is not None:
+            ckpt = checkpoint_state(state, model, stepper, cfg, device)  # every rank: it gathers RNG states
+            if run_dir is not None:
+                ckpts.save(run_dir, ckpt, cfg.checkpoint.keep)
         if state.stopped_early is not None:
             break
+    ckpts.join()
     return None
 
 

@@ -15,15 +15,16 @@ from ..method import Baseline, JointEmbedding
 from ..optim import build_optimizer, lr_at, param_groups, set_lr
 from ..stages import stage
 from . import dist as D
+from .compiled import CompiledParts, compile_mode
 from .hardware import channels_last, compile_aug, resolve
 from .viewpar import ViewWorkers
 from .viewpar import resolve as view_parallel
 
 
-def optimizer_for(model: JointEmbedding | Baseline, optim_cfg, lr: float) -> torch.optim.Optimizer:
+def optimizer_for(model: JointEmbedding | Baseline, optim_cfg, lr: float, compiled: bool = False):
     """The configured optimizer over the model's trained modules (online encoder and predictor; the EMA target
     is not trained)."""
-    return build_optimizer(param_groups(model.trained_modules(), optim_cfg), optim_cfg, lr)
+    return build_optimizer(param_groups(model.trained_modules(), optim_cfg), optim_cfg, lr, compiled)
 
 
 class Stepper:
@@ -42,9 +43,13 @@ class Stepper:
         self.total = cfg.train.epochs * self.steps_per_epoch
         self.warmup = cfg.train.warmup_epochs * self.steps_per_epoch
         self.base_lr = cfg.optim.lr * self.batch_size / 256  # the linear scaling rule (schedule: ``schedule``)
-        self.opt = optimizer_for(model, cfg.optim, self.base_lr)
-        self.compile = bool(cfg.train.compile)
-        self.forward = wrap_forward(model, device, self.world, self.compile)
+        mode = compile_mode(cfg.train.compile, device)
+        self.opt = optimizer_for(model, cfg.optim, self.base_lr, compiled=mode is not None)
+        self.compile = mode is not None
+        self.forward = wrap_forward(model, device, self.world)
+        self.compiled = CompiledParts(self.forward, self.opt, device, mode) if self.compile else None
+        if self.compile:
+            self.forward = self.compiled.forward
         self.compile_aug = compile_aug(cfg.train.compile_aug, device, 2 * self.total * self.local_batch)
         self.colour = compiled_colour_ops() if self.compile_aug else colour_ops
         self.workers = view_workers(cfg, device, model, self.compile, self.compile_aug, self.world)
@@ -107,6 +112,9 @@ class Stepper:
         if self.workers is not None:
             return self.split_step(lambda v: (x1, x2)[v])
         self.schedule()
+        c = self.compiled
+        if c is not None:
+            c.begin_step()
         x1, x2 = x1.contiguous(memory_format=self.mem_format), x2.contiguous(memory_format=self.mem_format)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, terms = self.forward(x1, x2, *labels)
@@ -114,10 +122,11 @@ class Stepper:
         with stage("backward"):
             loss.backward()
         with stage("optimizer"):
-            self.opt.step()
-        self.tau = self.model.update_target(self.step, self.total)
+            (self.opt.step if c is None else c.opt_step)()
+        self.tau = (self.model.update_target(self.step, self.total) if c is None else
+                    self.model.update_target(self.step, self.total, c.tau, c.ema_update))
         self.step += 1
-        return terms
+        return terms if c is None else terms.clone()  # a CUDA graph's output is overwritten by its next replay
 
     def schedule(self) -> None:
         """This step's learning rate: linear warmup, then cosine."""
@@ -187,16 +196,16 @@ def split_batches(batch_size: int, world: int, n_train: int) -> tuple[int, int]:
     return batch_size // world, n_train // batch_size
 
 
-def wrap_forward(model: JointEmbedding | Baseline, device: torch.device, world: int, compiled: bool):
-    """What a step calls for the loss: the model, in DistributedDataParallel under torchrun, compiled under
-    ``train.compile``."""
+def wrap_forward(model: JointEmbedding | Baseline, device: torch.device, world: int):
+    """What a step calls for the loss: the model, in DistributedDataParallel under torchrun (``train.compile``
+    compiles it afterwards: ablate.run.compiled)."""
     forward = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=isinstance(model, Baseline))  # projector
-    return torch.compile(forward) if compiled else forward
+    return forward
 
 
 def view_workers(cfg: DictConfig, device: torch.device, model, compiled: bool, compiled_aug: bool,
