@@ -116,3 +116,171 @@ def test_bench_checks_the_config_before_compute(arg, message):
                        timeout=300)
     errors = [x for x in r.stderr.splitlines() if "error" in x]
     assert r.returncode == 2 and len(errors) == 1 and message in errors[0], r.stderr
+
+
+# ---------------------------------------------------------------------------- labels (item 1)
+def _folder(root, classes_by_split, n=4):
+    """An ImageFolder tree: each split holds ``n`` images of each of its classes (a class named by a shape)."""
+    from PIL import Image
+
+    from ablate.data import SHAPES, make_shapes
+
+    x, y = make_shapes(400, seed=0, size=16)
+    for split, classes in classes_by_split.items():
+        for name in classes:
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            imgs = x[y == SHAPES.index(name)][:n] if n else []
+            for i, img in enumerate(imgs):
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{split}{i}.png")
+    return root
+
+
+def _folder_cfg(root, tmp_path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"name": "folder", "root": str(root), "train_dir": "train", "test_dir": "val",
+                             "download": False, "image_size": 16, "num_classes": None, "workers": 0,
+                             "stream": False, "cache_dir": str(tmp_path / "cache"), "mean": None, "std": None})
+
+
+EVAL_ALL = {"bank_size": None, "test_size": None}
+
+
+@pytest.mark.parametrize("val", [["ring", "square"], ["circle", "square"], ["square"]])
+def test_a_test_split_missing_a_class_keeps_the_training_numbers(tmp_path, val):
+    from omegaconf import OmegaConf
+
+    from ablate.data import load_data
+
+    root = _folder(tmp_path / "tree", {"train": ["circle", "ring", "square"], "val": val})
+    d = load_data(_folder_cfg(root, tmp_path), OmegaConf.create(EVAL_ALL))
+    want = sorted(["circle", "ring", "square"])
+    assert d.num_classes == 3 and sorted(set(d.test_y.tolist())) == [want.index(c) for c in sorted(val)]
+
+
+def test_a_test_class_with_no_folder_in_training_or_no_image_is_handled(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ablate.data import DataError, load_data
+
+    root = _folder(tmp_path / "extra", {"train": ["circle", "ring"], "val": ["circle", "ring", "star"]})
+    with pytest.raises(DataError, match="holds class folder.* star that train lacks"):
+        load_data(_folder_cfg(root, tmp_path), OmegaConf.create(EVAL_ALL))
+    root = _folder(tmp_path / "empty", {"train": ["circle", "ring", "star"], "val": ["circle", "ring"]})
+    (root / "val" / "star").mkdir()  # an empty class folder in the test split: no traceback, the same numbers
+    d = load_data(_folder_cfg(root, tmp_path), OmegaConf.create(EVAL_ALL))
+    assert d.num_classes == 3 and sorted(set(d.test_y.tolist())) == [0, 1]
+
+
+def _arrays(n_train=40, n_test=20):
+    from ablate.data import make_shapes
+
+    x, y = make_shapes(n_train + n_test, seed=0)
+    x = x.permute(0, 2, 3, 1).numpy()
+    return dict(x_train=x[:n_train], y_train=y[:n_train].numpy(), x_test=x[n_train:], y_test=y[n_train:].numpy())
+
+
+def _npz_cfg(path, tmp_path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"name": "npz", "path": str(path), "cache_dir": str(tmp_path / "cache"),
+                             "image_size": 32, "num_classes": None, "mean": None, "std": None})
+
+
+def test_npz_test_labels_that_training_never_has_are_refused(tmp_path):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from ablate.data import DataError, load_data
+
+    a = _arrays()
+    a["y_train"] = a["y_train"] % 5  # classes 0..4 in training, 0..9 in the test split
+    np.savez(tmp_path / "a.npz", **a)
+    with pytest.raises(DataError, match="test labels .* never occur in training"):
+        load_data(_npz_cfg(tmp_path / "a.npz", tmp_path), OmegaConf.create(EVAL_ALL))
+
+
+# ---------------------------------------------------------------------------- npz input (items 18, 19)
+@pytest.mark.parametrize("kind,message", [("text", "is not an npz file"), ("truncated", "is not a readable npz"),
+                                          ("zero", "at least 1x1 pixels"), ("empty", "at least one image")])
+def test_a_broken_npz_is_one_data_error(tmp_path, kind, message):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from ablate.data import DataError, load_data
+
+    path, a = tmp_path / "a.npz", _arrays()
+    if kind == "zero":
+        a["x_train"] = np.zeros((40, 0, 0, 3), np.uint8)
+    if kind == "empty":
+        a["x_test"], a["y_test"] = a["x_test"][:0], a["y_test"][:0]
+    np.savez(path, **a)
+    if kind == "text":
+        path.write_text("x_train,y_train\n1,2\n")
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match=message):
+        load_data(_npz_cfg(path, tmp_path), OmegaConf.create(EVAL_ALL))
+
+
+# ---------------------------------------------------------------------------- decode cache (items 2, 14)
+def _jpeg_npz(path, a):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = {}
+    for split in ("train", "test"):
+        blobs = []
+        for img in a[f"x_{split}"]:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=95)
+            blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        out[f"{split}_jpeg"] = np.concatenate(blobs)
+        out[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs])
+        out[f"y_{split}"] = a[f"y_{split}"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return path
+
+
+def test_the_decode_cache_is_keyed_by_the_file_content(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ablate.data import load_data
+
+    a = _arrays()
+    first = load_data(_npz_cfg(_jpeg_npz(tmp_path / "old" / "c.npz", a), tmp_path), OmegaConf.create(EVAL_ALL))
+    a["y_train"], a["y_test"] = (a["y_train"] + 1) % 10, (a["y_test"] + 1) % 10  # corrected labels, same images
+    fixed = load_data(_npz_cfg(_jpeg_npz(tmp_path / "new" / "c.npz", a), tmp_path), OmegaConf.create(EVAL_ALL))
+    assert torch.equal(fixed.bank_y, torch.from_numpy(a["y_train"]).long())
+    assert torch.equal(fixed.test_y, (first.test_y + 1) % 10)
+    b = _arrays()
+    b["x_train"] = b["x_train"][::-1].copy()  # other images, the same name
+    other = load_data(_npz_cfg(_jpeg_npz(tmp_path / "new" / "c.npz", b), tmp_path), OmegaConf.create(EVAL_ALL))
+    assert torch.equal(other.ssl_x, first.ssl_x.flip(0))
+
+
+def test_a_planted_cache_entry_with_a_valid_checksum_is_not_trained_on(tmp_path):
+    import io
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from ablate.data import load_data
+    from ablate.files import seal, unseal
+
+    path = _jpeg_npz(tmp_path / "c.npz", _arrays())
+    want = load_data(_npz_cfg(path, tmp_path), OmegaConf.create(EVAL_ALL))
+    (entry,) = (tmp_path / "cache").glob("*")
+    with np.load(io.BytesIO(unseal(entry.read_bytes()))) as c:
+        planted = {k: c[k] for k in c.files}
+    for k in ("x_train", "x_test"):
+        planted[k] = np.zeros_like(planted[k])  # all-zero images under a valid checksum trailer
+    buf = io.BytesIO()
+    np.savez(buf, **planted)
+    entry.write_bytes(seal(buf.getvalue()))
+    got = load_data(_npz_cfg(path, tmp_path), OmegaConf.create(EVAL_ALL))
+    assert torch.equal(got.ssl_x, want.ssl_x) and torch.equal(got.test_x, want.test_x)

@@ -6,6 +6,8 @@ import io
 import logging
 import math
 import os
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +188,9 @@ def _check_npz(arrays: dict, path: Path) -> None:
         if x.ndim != 4 or x.shape[-1] != 3:
             hint = " (NCHW: store them as N, H, W, 3)" if x.ndim == 4 and x.shape[1] == 3 else ""
             raise DataError(f"{path}: x_{split} has shape {x.shape}; expected uint8 images [N, H, W, 3]{hint}")
+        if min(x.shape[:3]) < 1:
+            raise DataError(f"{path}: x_{split} has shape {x.shape}; every split needs at least one image of at "
+                            f"least 1x1 pixels")
         if x.dtype != np.uint8:
             raise DataError(f"{path}: x_{split} is {x.dtype}; expected uint8 pixels 0..255 (convert with "
                             f"(x * 255).round().astype(np.uint8) if they are floats in [0, 1])")
@@ -194,10 +199,15 @@ def _check_npz(arrays: dict, path: Path) -> None:
 
 
 def _load_cache(path: Path, load):
-    """``load(BytesIO)`` of a verified cache entry, or None (missing, or failing its checksum: rebuilt)."""
+    """``load(BytesIO)`` of a verified cache entry, or None (missing, not this user's own file, or failing its
+    checksum: rebuilt). The checksum notices damage, not a planted entry: that is what the key (a hash of the
+    source's content) and the caller's spot check of decoded images against the source are for."""
     if not path.exists():
         return None
     try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise ValueError("not a regular file of this user that only this user can write")
         return load(io.BytesIO(unseal(path.read_bytes())))
     except Exception as e:  # a damaged entry is rebuilt, never trained on
         log.warning("cache entry %s is unusable (%s); decoding again", path, e)
@@ -208,35 +218,75 @@ def _save_cache(path: Path, save) -> None:
     buf = io.BytesIO()
     save(buf)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: tmp.write_bytes(seal(buf.getvalue())))
     except OSError as e:  # a cache that cannot be written costs a decode next time, nothing more
         log.warning("could not write the cache entry %s (%s)", path, e)
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: a cache entry is keyed by what the file holds, not by its name."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+SPOT_CHECKS = 8  # cached images decoded again from the source on every read, at random
+
+
+def _spot_check(cached: np.ndarray | torch.Tensor, decode_one, n: int, what: str) -> bool:
+    """Whether ``SPOT_CHECKS`` random images of a cache entry equal their decode from the source (decoding
+    is deterministic): an entry planted with other pixels is caught, without a secret to sign it with."""
+    if len(cached) != n:
+        log.warning("cache entry of %s holds %d images, the source %d; decoding again", what, len(cached), n)
+        return False
+    for i in np.random.default_rng().choice(n, min(SPOT_CHECKS, n), replace=False).tolist():
+        if not np.array_equal(np.asarray(cached[i]), np.asarray(decode_one(i))):
+            log.warning("cache entry of %s differs from its source at image %d; decoding again", what, i)
+            return False
+    return True
+
+
 def _npz_cache(cfg, f, path: Path) -> dict:
-    """JPEG bytes: decode once, cache the arrays keyed by the file's content hash."""
-    digest = hashlib.sha1(f["train_offsets"].tobytes() + f["test_offsets"].tobytes()).hexdigest()[:12]
-    cache = Path(str(cfg.cache_dir)).expanduser() / f"{path.stem}-{digest}-decoded.npz"
+    """JPEG bytes: decode once, cache the images keyed by the SHA-256 of the file's content; the labels are
+    always the file's own."""
+    digest = file_digest(path)
+    cache = Path(str(cfg.cache_dir)).expanduser() / f"{path.stem}-{digest[:32]}-decoded.npz"
 
     def load(buf):
         with np.load(buf) as c:
             return {k: c[k] for k in c.files}
 
     arrays = _load_cache(cache, load)
+    for split in ("train", "test"):
+        if arrays is None:
+            break
+        buf, off = f[f"{split}_jpeg"], f[f"{split}_offsets"]
+        if str(arrays.get("source_sha256")) != digest or not _spot_check(
+                arrays[f"x_{split}"], lambda i, b=buf, o=off: _decode_jpegs(b, o[i:i + 2])[0], len(off) - 1, path):
+            arrays = None
     if arrays is None:
         try:
             arrays = {"x_train": _decode_jpegs(f["train_jpeg"], f["train_offsets"]),
-                      "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]),
-                      "y_train": f["y_train"], "y_test": f["y_test"]}
+                      "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]), "source_sha256": digest}
         except (OSError, ValueError, IndexError) as e:
             raise DataError(f"{path}: cannot decode its JPEG bytes ({e})") from None
         _save_cache(cache, lambda buf: np.savez(buf, **arrays))
-    return arrays
+    return {"x_train": arrays["x_train"], "x_test": arrays["x_test"], "y_train": f["y_train"], "y_test": f["y_test"]}
 
 
 def _npz(cfg) -> dict:
     path = Path(str(cfg.path)).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":  # np.load would call a text file "pickled data"
+        raise DataError(f"{path} is not an npz file (a zip of .npy arrays, as np.savez writes); give data.path "
+                        f"an npz of x_train, y_train, x_test, y_test")
     try:
         with np.load(path) as f:
             keys = set(f.files)
@@ -247,22 +297,53 @@ def _npz(cfg) -> dict:
             else:
                 raise DataError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; expected "
                                 f"{', '.join(NPZ_ARRAYS)} (or JPEG bytes: {', '.join(NPZ_JPEG)})")
-    except (OSError, ValueError) as e:  # not an npz, truncated, pickled objects
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path} is not a readable npz ({e})") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # truncated, pickled objects
+        raise DataError(f"{path} is not a readable npz ({' '.join(str(e).split())}); write it again with "
+                        f"np.savez") from None
     _check_npz(arrays, path)
     train_x = _nhwc(arrays["x_train"])
     return dict(ssl_x=train_x, bank_x=train_x, bank_y=torch.from_numpy(arrays["y_train"]).long(),
                 test_x=_nhwc(arrays["x_test"]), test_y=torch.from_numpy(arrays["y_test"]).long())
 
 
-def _folder_dataset(cfg, split):
+def _class_folders(root: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir())
+
+
+def folder_classes(cfg) -> list[str]:
+    """The class vocabulary of a folder dataset: the training split's class folders, numbered in sorted order
+    for every split, so a class means one label everywhere. DataError when the test split holds a class that
+    training lacks (its images could never be classified right)."""
+    root = Path(str(cfg.root)).expanduser()
+    classes = _class_folders(root / cfg.train_dir)
+    extra = sorted(set(_class_folders(root / cfg.test_dir)) - set(classes))
+    if extra:
+        raise DataError(f"the {cfg.test_dir} split of {root} holds class folder(s) {', '.join(extra[:5])} that "
+                        f"{cfg.train_dir} lacks; every test class needs training images (remove them or add "
+                        f"{cfg.train_dir}/<class>/ folders)")
+    return classes
+
+
+def _folder_dataset(cfg, split, classes: list[str] | None = None):
+    """An ImageFolder of one split whose labels follow ``classes`` (default: the split's own folders). A class
+    folder without images is allowed in a split other than training (the test split may lack a class)."""
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
+    class Vocabulary(tvd.ImageFolder):
+        def find_classes(self, directory):
+            names = _class_folders(Path(directory)) if classes is None else classes
+            return names, {c: i for i, c in enumerate(names)}
+
     tf = T.Compose([T.Resize(cfg.image_size), T.CenterCrop(cfg.image_size), T.PILToTensor()])
-    return tvd.ImageFolder(str(Path(str(cfg.root)).expanduser() / split), transform=tf)
+    root = Path(str(cfg.root)).expanduser() / split
+    try:
+        return Vocabulary(str(root), transform=tf, allow_empty=split != cfg.get("train_dir", split))
+    except FileNotFoundError as e:  # a training class folder without images
+        raise DataError(f"{root}: {' '.join(str(e).split())}; every training class needs images (remove the "
+                        f"empty class folder)") from None
 
 
 class _Checked(torch.utils.data.Dataset):
@@ -311,28 +392,41 @@ def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
 
 
 def _folder_cache_path(cfg, ds, split, n):
-    """Cache key: the file list, sizes and mtimes, the image size, how many images are kept and skip_bad."""
-    h = hashlib.sha1(f"{cfg.image_size}:{n}:{bool(cfg.get('skip_bad'))}".encode())
-    for path, _ in ds.samples:
+    """Cache key: the class vocabulary, the file list with each file's label, size and mtime, the image size,
+    how many images are kept and skip_bad. Hashing every image's bytes would cost a read of the whole tree per
+    run; instead each read decodes a few cached images again (``_spot_check``)."""
+    h = hashlib.sha256(f"{cfg.image_size}:{n}:{bool(cfg.get('skip_bad'))}:{ds.classes}".encode())
+    for path, label in ds.samples:
         st = os.stat(path)
-        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{path}:{label}:{st.st_size}:{st.st_mtime_ns}".encode())
     return Path(str(cfg.cache_dir)).expanduser() / f"folder-{split}-{h.hexdigest()[:16]}.pt"
 
 
-def _folder_split(cfg, split, keep=None, seed=0):
-    """Decoded uint8 images of one split (all, or ``keep`` random ones), cached with a checksum that every
-    read verifies, so a second run does not decode again."""
-    ds = _folder_dataset(cfg, split)
+def _folder_split(cfg, split, classes, keep=None, seed=0):
+    """Decoded uint8 images of one split (all, or ``keep`` random ones) labelled by ``classes``, cached with a
+    checksum that every read verifies, so a second run does not decode again."""
+    ds = _folder_dataset(cfg, split, classes)
     n = len(ds) if keep is None else min(keep, len(ds))
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
     cached = _load_cache(cache, lambda buf: torch.load(buf, weights_only=True)) if cache is not None else None
-    if cached is not None:
+    if cached is not None and _folder_cache_ok(cached, ds, idx, cfg):
         return cached["x"], cached["y"], ds
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     x, y = _decode(ds, idx, cfg.get("workers", 0), bool(cfg.get("skip_bad")), cfg.image_size)
     if cache is not None:
         _save_cache(cache, lambda buf: torch.save({"x": x, "y": y}, buf))
     return x, y, ds
+
+
+def _folder_cache_ok(cached: dict, ds, idx: list[int], cfg) -> bool:
+    """A cache entry of a folder split: its labels are the file list's, and a few images decode the same."""
+    if cfg.get("skip_bad"):  # images were left out: positions no longer match the file list
+        return len(cached["y"]) <= len(idx)
+    y = torch.tensor([ds.targets[i] for i in idx], dtype=cached["y"].dtype)
+    if not torch.equal(cached["y"], y):
+        log.warning("cache entry of %s holds other labels than its files; decoding again", ds.root)
+        return False
+    return _spot_check(cached["x"], lambda i: ds[idx[i]][0], len(idx), ds.root)
 
 
 class FolderStream:
@@ -372,12 +466,14 @@ class FolderStream:
 
 
 def _folder(cfg, eval_cfg, seed) -> dict:
-    test_x, test_y, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
+    classes = folder_classes(cfg)
+    test_x, test_y, _ = _folder_split(cfg, cfg.test_dir, classes, eval_cfg.test_size, seed)
     if cfg.get("stream"):  # only the kNN / probe bank is decoded; training batches stream
-        bank_x, bank_y, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
+        bank_x, bank_y, ds = _folder_split(cfg, cfg.train_dir, classes, eval_cfg.bank_size, seed)
         return dict(ssl_x=FolderStream(ds, cfg.get("workers", 0), cfg.image_size, bool(cfg.get("skip_bad"))),
-                    bank_x=bank_x, bank_y=bank_y, test_x=test_x, test_y=test_y)
-    train_x, train_y, _ = _folder_split(cfg, cfg.train_dir, None, seed)
+                    bank_x=bank_x, bank_y=bank_y, test_x=test_x, test_y=test_y,
+                    train_labels=torch.tensor(ds.targets))
+    train_x, train_y, _ = _folder_split(cfg, cfg.train_dir, classes, None, seed)
     return dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
 
 
@@ -389,11 +485,16 @@ def _subset(x, y, n, g):
     return x, y
 
 
-def _check_labels(cfg, *labels) -> int:
-    """The number of classes; DataError for labels outside [0, num_classes) or a single class (kNN and
-    linear accuracy would read 100%)."""
+def _check_labels(cfg, train_labels, *labels) -> int:
+    """The number of classes; DataError for labels outside [0, num_classes), test labels that no training image
+    has (they could never be predicted: accuracy would read low for no fault of the model) or a single class
+    (kNN and linear accuracy would read 100%)."""
     if any(len(y) == 0 for y in labels):
         raise DataError(f"the {cfg.name} data has an empty split; every split needs labelled images")
+    unseen = sorted(set(labels[-1].unique().tolist()) - set(train_labels.unique().tolist()))
+    if unseen:
+        raise DataError(f"the {cfg.name} test labels {', '.join(map(str, unseen[:5]))} never occur in training; "
+                        f"number the classes of both splits alike, and give every test class training images")
     lo, hi = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
     num_classes = cfg.num_classes or hi + 1
     if lo < 0 or hi >= num_classes:
@@ -428,6 +529,6 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
         mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else bank_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
-    num_classes = _check_labels(cfg, bank_y, test_y)
+    num_classes = _check_labels(cfg, d.get("train_labels", d["bank_y"]), bank_y, test_y)
     return Data(ssl_x=ssl_x, bank_x=bank_x, bank_y=bank_y.long(), test_x=test_x, test_y=test_y.long(),
                 num_classes=num_classes, mean=mean, std=std, ssl_y=None if ssl_y is None else ssl_y.long())
