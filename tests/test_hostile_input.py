@@ -284,3 +284,84 @@ def test_a_planted_cache_entry_with_a_valid_checksum_is_not_trained_on(tmp_path)
     entry.write_bytes(seal(buf.getvalue()))
     got = load_data(_npz_cfg(path, tmp_path), OmegaConf.create(EVAL_ALL))
     assert torch.equal(got.ssl_x, want.ssl_x) and torch.equal(got.test_x, want.test_x)
+
+
+# ---------------------------------------------------------------------------- tools (items 8, 15, 18)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two finished tiny runs: one whose data config gives mean/std, one whose statistics are computed."""
+    from ablate.run.loop import train
+
+    root = tmp_path_factory.mktemp("runs")
+    given = ["data.mean=[0.5,0.4,0.3]", "data.std=[0.25,0.2,0.15]"]
+    with torch.inference_mode(False):
+        for name, extra in (("given", given), ("computed", [])):
+            train(make_cfg("+method=vicreg", *TINY, *extra), root / name)
+    return root
+
+
+def test_export_writes_the_run_normalization_whether_given_or_computed(trained, tmp_path):
+    import json
+
+    from ablate.data import load_data
+    from ablate.tools.export import main
+
+    assert main([str(trained / "given"), "--out", str(tmp_path / "g.pt")]) == 0
+    meta = json.loads((tmp_path / "g.json").read_text())
+    assert meta["input"]["mean"] == [0.5, 0.4, 0.3] and meta["input"]["std"] == [0.25, 0.2, 0.15]
+    assert main([str(trained / "computed"), "--out", str(tmp_path / "c.pt"), "--projector"]) == 0
+    meta = json.loads((tmp_path / "c.json").read_text())
+    cfg = make_cfg("+method=vicreg", *TINY)
+    data = load_data(cfg.data, cfg.eval, cfg.seed)
+    assert meta["input"]["mean"] == pytest.approx(data.mean.tolist(), abs=1e-6)
+    assert meta["input"]["std"] == pytest.approx(data.std.tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["summary.pt", "checkpoint.pt", "metrics.jsonl", "linear_eval.pt",
+                                  "checkpoint.epoch1.pt", "config.yaml", "sub"])
+def test_export_never_writes_over_a_run_file_nor_into_a_directory_name(trained, name, capsys):
+    from ablate.tools.export import main
+
+    run = trained / "given"
+    (run / "sub").mkdir(exist_ok=True)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main([str(run), "--out", str(run / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ablate.export: error: ")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_export_writes_the_weights_with_their_sidecar_or_neither(trained, tmp_path, monkeypatch, capsys):
+    import ablate.tools.export as E
+
+    real = E.atomic_write
+
+    def full_disk(path, write, previous=None):
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        real(path, write, previous)
+
+    monkeypatch.setattr(E, "atomic_write", full_disk)
+    assert E.main([str(trained / "given"), "--out", str(tmp_path / "b.pt"), "--projector"]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99" if torch.cuda.is_available() else "cuda"])
+def test_linear_and_geometry_refuse_a_device_in_one_line(trained, device, capsys):
+    from ablate.tools import geometry, linear
+
+    for tool in (linear, geometry):
+        assert tool.main([str(trained / "given"), "--device", device, "--epochs", "1"][:3 if tool is geometry
+                                                                                        else 5]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--device" in err[0], err
+
+
+def test_linear_refuses_an_unwritable_out_before_training(trained, tmp_path, monkeypatch, capsys):
+    from ablate.tools import linear
+
+    monkeypatch.setattr(linear, "linear_eval", lambda *a, **k: pytest.fail("trained before checking --out"))
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file" / "x.json", tmp_path):  # under a file; a directory
+        assert linear.main([str(trained / "given"), "--out", str(out)]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

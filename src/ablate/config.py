@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "RULES", "TECHNIQUES", "check_config", "check_value", "conf_dir", "group_options",
+__all__ = ["ConfigError", "RULES", "TECHNIQUES", "check_config", "check_device", "check_value", "conf_dir", "group_options",
            "groups", "techniques"]
 TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")
 BASELINES = ("random", "supervised")
@@ -230,7 +230,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: "
                           f"{', '.join(group_options('method'))}")
     check_schema(cfg)
-    _check_device(str(cfg.device))
+    check_device(str(cfg.device))
     if cfg.method.get("baseline") is not None:
         _check_baseline(cfg)
     _check_batch(cfg)
@@ -238,7 +238,9 @@ def check_config(cfg: DictConfig) -> None:
     check_sizes(cfg)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str, name: str = "device") -> None:
+    """ConfigError unless ``device`` is auto, cpu, or a cuda device this machine has (``name``: the setting,
+    ``--device`` for the tools)."""
     if device == "auto":
         return
     import torch
@@ -246,11 +248,11 @@ def _check_device(device: str) -> None:
     try:
         kind = torch.device(device).type
     except RuntimeError:
-        raise ConfigError(f"device={device} is unknown; choose auto, cpu or cuda[:N]") from None
+        raise ConfigError(f"{name}={device} is unknown; choose auto, cpu or cuda[:N]") from None
     if kind not in ("cpu", "cuda"):
-        raise ConfigError(f"device={device} is not supported; choose auto, cpu or cuda[:N]")
+        raise ConfigError(f"{name}={device} is not supported; choose auto, cpu or cuda[:N]")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device} but CUDA is not available here; set device=cpu (or auto)")
+        raise ConfigError(f"{name}={device} but CUDA is not available here; set {name}=cpu (or auto)")
 
 
 def _check_baseline(cfg: DictConfig) -> None:

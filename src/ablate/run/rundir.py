@@ -15,6 +15,14 @@ from ..errors import AblateError, ConfigError
 from .summary import finished_summary
 
 LOCK = ".ablate.lock"
+# The files a run and its tools write into a run directory: no other file may take one of these names.
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "checkpoint.pt", "checkpoint.prev.pt", LOCK,
+             "traceback.txt", "linear_eval.json", "summary.json.unreadable", ".hydra")
+
+
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is the name of a file a run writes (``checkpoint.epochN.pt`` included)."""
+    return name in RUN_FILES or (name.startswith("checkpoint.") and name.endswith(".pt"))
 WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
 
 

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..augment import eval_view, two_views
+from ..config import check_device
 from ..data import load_data
 from ..diagnostics import class_share, cone, view_agreement
 from ..errors import AblateError
@@ -90,6 +91,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the two augmented views (default 0)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     args = ap.parse_args(argv)
+    try:
+        check_device(args.device, "--device")
+    except AblateError as e:
+        print(f"ablate.geometry: error: {e}", file=sys.stderr)
+        return 2
     device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
