@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from ..config import TECHNIQUES, conf_dir
+from ..errors import AblateError
 from ..losses import reg_geometry
 from ..run.summary import FINISHED, STATUSES
 from . import factorial as fa
@@ -199,11 +200,10 @@ CSV_FIELDS = ("dir", "experiment", "scale", "row", "reg", "method", "baseline", 
 def load_csv_runs(path: Path) -> list[dict]:
     """The runs of an earlier report's runs.csv, as records without curves or spectra: a sweep that adds a
     dimension can be reported beside the runs it leaves unchanged without training them again."""
-    df = pd.read_csv(path, dtype={"seed": object})
-    missing = {"dir", "method", "status", *TECHNIQUES} - set(df.columns)
-    if missing:
-        raise SystemExit(f"ablate.report: error: {path} lacks the runs.csv columns {', '.join(sorted(missing))}; "
-                         f"give a runs.csv written by python -m ablate.report")
+    try:
+        df = fa.read_runs_csv(path, ("dir", "method", "status", *TECHNIQUES), dtype={"seed": object})
+    except AblateError as e:  # main prints it in one line, exit 2
+        raise SystemExit(f"ablate.report: error: {e}") from None
     runs = []
     for rec in df.astype(object).where(df.notna(), None).to_dict("records"):
         tech = {t: str(rec[t]) == "True" for t in TECHNIQUES}

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import TECHNIQUES
+from ..errors import AblateError
 from ..run.summary import FINISHED
 
 ALL = tuple(itertools.product((True, False), repeat=len(TECHNIQUES)))
@@ -236,6 +237,30 @@ def heatmap_figure(plt, runs: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def read_runs_csv(path: Path, columns, **read_kw) -> pd.DataFrame:
+    """A report's runs.csv as a DataFrame (``read_kw`` go to ``pd.read_csv``); AblateError in one line for a file
+    that is not one: unreadable, empty, binary, not CSV, or lacking one of ``columns``. The one reader of runs.csv
+    for ``ablate.report`` and ``ablate.factorial``."""
+    hint = "give the runs.csv python -m ablate.report writes"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError as e:
+        raise AblateError(f"{path} cannot be read ({e.strerror or e}); {hint}") from None
+    if not head.strip():
+        raise AblateError(f"{path} is empty; {hint}")
+    if b"\0" in head:
+        raise AblateError(f"{path} is a binary file, not a CSV; {hint}")
+    try:
+        df = pd.read_csv(path, **read_kw)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise AblateError(f"{path} is not a readable CSV ({' '.join(str(e).split())[:120]}); {hint}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise AblateError(f"{path} lacks the runs.csv columns {', '.join(sorted(missing))}; {hint}")
+    return df
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m ablate.factorial",
                                 description="The factorial analysis of a report's runs.csv, as markdown.")
@@ -246,11 +271,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if not args.runs_csv.is_file():
         p.exit(2, f"ablate.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
-    df = pd.read_csv(args.runs_csv)
-    missing = [c for c in (*TECHNIQUES, "status", "verdict", "method") if c not in df]
-    if missing:
-        p.exit(2, f"ablate.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
-                  f"runs.csv python -m ablate.report writes\n")
+    try:
+        df = read_runs_csv(args.runs_csv, (*TECHNIQUES, "status", "verdict", "method"))
+    except AblateError as e:
+        p.exit(2, f"ablate.factorial: error: {e}\n")
     methods = sorted(df.loc[df[list(TECHNIQUES)].notna().all(axis=1), "method"].dropna().unique())
     if args.method is None and len(methods) > 1:
         p.exit(2, f"ablate.factorial: error: {args.runs_csv} holds the recipes {', '.join(methods)}; choose one "
