@@ -68,12 +68,13 @@ def test_npz_arrays_load(tmp_path):
 def _image_folder(root, n_per_class=6):
     from PIL import Image
 
-    x, y = make_shapes(n_per_class * 10 * 2, seed=0)
-    for split, part in (("train", slice(0, len(x) // 2)), ("val", slice(len(x) // 2, None))):
-        for i, (img, label) in enumerate(zip(x[part], y[part])):
-            d = root / split / SHAPES[label]
+    x, y = make_shapes(n_per_class * 10 * 8, seed=0)
+    for s, split in enumerate(("train", "val")):  # every class in both splits, n_per_class images each
+        for label, name in enumerate(SHAPES):
+            d = root / split / name
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+            for i, img in enumerate(x[y == label][s * n_per_class:(s + 1) * n_per_class]):
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
     return root
 
 

@@ -365,3 +365,184 @@ def test_linear_refuses_an_unwritable_out_before_training(trained, tmp_path, mon
     for out in (tmp_path / "file" / "x.json", tmp_path):  # under a file; a directory
         assert linear.main([str(trained / "given"), "--out", str(out)]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- run directories (items 9, 12, 13)
+@pytest.mark.parametrize("name", ["metrics.jsonl", "config.yaml", ".ablate.lock", "summary.json", "checkpoint.pt",
+                                  ".hydra", ".hydra/config.yaml", ".summary.json.123.tmp.json"])
+def test_a_link_in_a_run_directory_is_refused_and_its_target_untouched(tmp_path, name):
+    from ablate.errors import AblateError
+    from ablate.run.rundir import RunLock, check_run_dir
+
+    run, target = tmp_path / "run", tmp_path / "precious"
+    target.mkdir()
+    (target / "config.yaml").write_text("mine\n")
+    (run / ".hydra").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    (run / name).unlink(missing_ok=True) if not (run / name).is_dir() else (run / name).rmdir()
+    (run / name).symlink_to(target if name == ".hydra" else target / "config.yaml")
+    with pytest.raises(AblateError, match="is a symbolic link; a run never writes through links"):
+        if name == ".ablate.lock":
+            RunLock(run).acquire()
+        check_run_dir(run, make_cfg("+method=byol", *TINY))
+    assert (target / "config.yaml").read_text() == "mine\n"
+
+
+def test_the_run_files_replace_a_link_instead_of_writing_through_it(tmp_path):
+    from ablate.files import open_nofollow, write_json
+    from ablate.run.loop import train
+
+    target = tmp_path / "precious.txt"
+    target.write_text("mine\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.jsonl", "config.yaml", f".summary.json.{__import__('os').getpid()}.tmp.json"):
+        (run / name).symlink_to(target)
+    assert train(make_cfg("+method=byol", *TINY), run)["status"] == "complete"
+    assert target.read_text() == "mine\n" and not (run / "metrics.jsonl").is_symlink()
+    (tmp_path / "link.json").symlink_to(target)
+    with pytest.raises(OSError):
+        open_nofollow(tmp_path / "link.json", "a")
+    write_json(tmp_path / "link.json", {})
+    assert target.read_text() == "mine\n"
+
+
+def test_a_run_directory_that_is_not_a_run_or_empty_is_refused(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes\n")
+    line = one_line(run_ablate("+method=byol", *TINY, f"hydra.run.dir={mine}", cwd=tmp_path))
+    assert "holds files that are not a run's (notes.txt)" in line
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (tmp_path / "keep.txt").write_text("x")
+    assert "hydra.run.dir is empty" in one_line(run_ablate("+method=byol", *TINY, "hydra.run.dir=", cwd=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "mine"]
+
+
+def test_a_finished_run_with_keep_none_or_a_nan_setting_is_the_same_config(tmp_path):
+    from ablate.run.loop import train
+    from ablate.run.rundir import check_run_dir, config_diff
+
+    for name, extra in (("none", ["checkpoint.keep=none"]), ("nan", ["cov=none", "method.cov_weight=nan"])):
+        cfg = make_cfg("+method=vicreg", *TINY, *extra)
+        train(cfg, tmp_path / name)
+        assert "already holds a finished run of this config" in check_run_dir(tmp_path / name, cfg)
+    assert config_diff({"a": float("nan"), "b": [1.0]}, {"a": float("nan"), "b": [1.0]}) == []
+    assert config_diff({"a": float("nan")}, {"a": 1.0}) == ["a: nan -> 1.0"]
+
+
+# ---------------------------------------------------------------------------- a claimed launch (item 11)
+GOOD = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+        "TORCHELASTIC_RUN_ID": "x"}
+
+
+@pytest.mark.parametrize("env,ok", [({}, True), (GOOD, True), ({"RANK": "1"}, False), ({"WORLD_SIZE": "2"}, False),
+                                    ({**GOOD, "TORCHELASTIC_RUN_ID": ""}, False), ({**GOOD, "RANK": "2"}, False),
+                                    ({**GOOD, "LOCAL_RANK": "x"}, False),
+                                    ({k: v for k, v in GOOD.items() if k != "MASTER_PORT"}, False)])
+def test_a_distributed_environment_is_verified_before_it_is_trusted(env, ok):
+    from ablate.run.dist import check_launch
+
+    if ok:
+        check_launch(env)
+    else:
+        with pytest.raises(ConfigError, match="unset .*or launch with torchrun"):
+            check_launch(env)
+
+
+def test_a_stray_rank_is_one_line_and_takes_no_directory(tmp_path):
+    import os
+
+    out = tmp_path / "run"
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2"}
+    line = one_line(run_ablate("+method=byol", *TINY, f"hydra.run.dir={out}", cwd=tmp_path, env=env))
+    assert "RANK=1 is set but" in line and not out.exists()
+
+
+# ---------------------------------------------------------------------------- checkpoints and derived files (4, 7)
+def test_a_failed_final_checkpoint_is_recorded_and_the_tools_refuse_the_stale_weights(tmp_path, monkeypatch):
+    from ablate.run import loop
+    from ablate.run.finished import RunError, load_run
+    from ablate.run.loop import train
+
+    real, run = loop.save_checkpoint, tmp_path / "run"
+    monkeypatch.setattr(loop, "save_checkpoint", lambda d, s, k: real(d, s, k) if s["epoch"] < 2 else False)
+    summary = train(make_cfg("+method=byol", *TINY, "train.epochs=2"), run)
+    assert summary["status"] == "failed" and "epoch 2 checkpoint could not be written" in summary["error"]
+    with pytest.raises(RunError, match="newest checkpoint holds epoch 1 but the run trained 2"):
+        load_run(run)
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert train(make_cfg("+method=byol", *TINY, "train.epochs=2"), run)["status"] == "complete"  # epoch 2 again
+    assert load_run(run)[0]["epoch"] == 2
+
+
+def test_a_linear_eval_of_a_run_that_trains_again_is_removed(tmp_path):
+    from ablate.run.loop import train
+
+    run = tmp_path / "run"
+    train(make_cfg("+method=byol", *TINY, "train.epochs=2", "checkpoint.keep=all"), run)
+    (run / "summary.json").unlink()  # killed before its summary: resumes
+    (run / "linear_eval.json").write_text('{"top1": 12.0, "checkpoint_epoch": 1}\n')
+    train(make_cfg("+method=byol", *TINY, "train.epochs=2"), run)
+    assert not (run / "linear_eval.json").exists()
+
+
+# ---------------------------------------------------------------------------- sweeps and messages (10, 19)
+@pytest.mark.parametrize("name", ["0_data.path=../../x.npz", "0_a=/etc/passwd", "..", "0_x=" + "../" * 200])
+def test_a_sweep_cell_name_is_one_path_component(name):
+    from ablate.resolvers import short_dirname
+
+    out = short_dirname(name)
+    assert "/" not in out and out not in (".", "..") and len(out.encode()) <= 255
+
+
+def test_a_sweep_cell_never_lands_outside_the_sweep_directory(tmp_path):
+    sweep = tmp_path / "a" / "sweep"
+    tiny = [o for o in TINY if not o.startswith("data.")]
+    r = run_ablate("-m", "+method=byol", *tiny, "data=npz", "data.path=../../../escape/x.npz",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert r.returncode == 1  # the cell fails (no such file), recorded inside the sweep directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and sorted(p.name for p in (tmp_path / "a").iterdir()) \
+        == ["sweep"]
+    assert len(list(sweep.glob("*/summary.json"))) == 1
+
+
+def test_a_cell_another_sweep_holds_is_not_counted_as_failed(tmp_path):
+    from ablate.run.rundir import RunLock
+
+    sweep, args = tmp_path / "sweep", ["-m", "+method=byol", *TINY, "seed=3"]
+    assert run_ablate(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    (cell,) = [p for p in sweep.iterdir() if p.is_dir()]
+    lock = RunLock(cell).acquire()
+    try:
+        r = run_ablate(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    finally:
+        lock.release()
+    assert r.returncode == 0 and "skipped" in r.stderr and "failed" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args", [["train.epochz=3"], ["-m", "train.epochz=3,4"], ["data.rooot=x", "-m"]])
+def test_an_unknown_key_without_plus_is_one_line(tmp_path, args):
+    line = one_line(run_ablate("+method=byol", *args, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path))
+    assert "is not a config key" in line and "write +" in line
+
+
+def test_multirun_flag_anywhere_on_the_line(tmp_path):
+    for where in (0, 2, 99):
+        args = ["+method=byol", *TINY, "seed=4", f"hydra.sweep.dir={tmp_path / str(where)}"]
+        args.insert(where, "-m")
+        r = run_ablate(*args, cwd=tmp_path)
+        assert r.returncode == 0 and "unrecognized arguments" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------- runs.csv input (item 18)
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02PK\x03\x04" * 50, b"just,some\n1,2\n", b"\xff\xfe\xfa\n",
+                                     b'a,"b\n1,2,3,4\n'])
+@pytest.mark.parametrize("tool", ["ablate.report", "ablate.report.factorial"])
+def test_report_and_factorial_refuse_a_file_that_is_not_a_runs_csv_in_one_line(tmp_path, tool, content):
+    csv = tmp_path / "runs.csv"
+    csv.write_bytes(content)
+    out = ["--out", str(tmp_path / "rep")] if tool == "ablate.report" else []
+    r = subprocess.run([sys.executable, "-m", tool, str(csv), *out], capture_output=True, text=True, timeout=300)
+    lines = [x for x in r.stderr.strip().splitlines() if "RuntimeWarning" not in x]  # runpy's, on the submodule
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{tool.replace('report.', '')}: error: "), r.stderr

@@ -491,15 +491,15 @@ def _check_labels(cfg, train_labels, *labels) -> int:
     (kNN and linear accuracy would read 100%)."""
     if any(len(y) == 0 for y in labels):
         raise DataError(f"the {cfg.name} data has an empty split; every split needs labelled images")
-    unseen = sorted(set(labels[-1].unique().tolist()) - set(train_labels.unique().tolist()))
-    if unseen:
-        raise DataError(f"the {cfg.name} test labels {', '.join(map(str, unseen[:5]))} never occur in training; "
-                        f"number the classes of both splits alike, and give every test class training images")
     lo, hi = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
     num_classes = cfg.num_classes or hi + 1
     if lo < 0 or hi >= num_classes:
         raise DataError(f"labels of the {cfg.name} data span [{lo}, {hi}], outside [0, {num_classes}); fix the "
                         f"labels or set data.num_classes")
+    unseen = sorted(set(labels[-1].unique().tolist()) - set(train_labels.unique().tolist()))
+    if unseen:
+        raise DataError(f"the {cfg.name} test labels {', '.join(map(str, unseen[:5]))} never occur in training; "
+                        f"number the classes of both splits alike, and give every test class training images")
     if len(torch.unique(torch.cat([y.flatten() for y in labels]))) < 2:
         raise DataError(f"the {cfg.name} data has a single class; kNN and linear accuracy need at least two")
     return num_classes

@@ -28,6 +28,7 @@ from ..diagnostics import (
     spectrum,
     verdict,
 )
+from ..files import open_nofollow
 from ..losses import SCALE_FREE
 from ..method import TERMS, Baseline, JointEmbedding, equivalences
 from ..models import count_bn, embed
@@ -35,7 +36,7 @@ from . import dist as D
 from .checkpoint import finish_checkpoints, load_checkpoint, save_checkpoint
 from .hardware import deterministic_kernels, host
 from .logger import NullLogger, make_logger
-from .rundir import config_diff, resumable_config, upgrade_config
+from .rundir import config_diff, drop_derived, resumable_config, upgrade_config
 from .step import Stepper, build_runner, lookahead
 from .summary import SCHEMA, finished_summary, write_json, write_text
 
@@ -179,7 +180,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     t_start = time.time()
     _log_switches(cfg)
     if writer:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        drop_derived(run_dir)  # linear_eval.json of the weights this run is about to change
+    if writer:  # replaced, never written through a link
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     device = D.pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
@@ -196,6 +199,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     state.logger_id = logger.run_id
     progress, diverged = Progress(cfg.train.epochs, stepper.steps_per_epoch), None
     last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
+    saved = True  # whether the newest checkpoint was written
     if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
         last_epoch = state.epoch
         evaluate_untrained(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
@@ -210,13 +214,17 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         state.epoch = epoch + 1
         ckpt = checkpoint_state(state, model, stepper, cfg, device)  # every rank: it gathers RNG states
         if writer:
-            save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
+            saved = save_checkpoint(run_dir, ckpt, cfg.checkpoint.keep)
         if state.stopped_early is not None:
             break
     summary = run_summary(cfg, state, model, stepper, data, device, diverged)
+    if not saved:  # the tools would read the previous epoch's weights as this run's: not a finished run
+        summary.update(status="failed", error=f"the epoch {state.epoch} checkpoint could not be written (see the "
+                       f"warning above); free disk space and run the same command again to train that epoch again")
     if writer:
         write_summary(run_dir, summary, logger)
-        finish_checkpoints(run_dir, cfg.checkpoint.keep)
+        if saved:
+            finish_checkpoints(run_dir, cfg.checkpoint.keep)
     return summary
 
 
@@ -251,7 +259,7 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: "Step
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         if writer:
-            metrics_path.write_text("")
+            write_text(metrics_path, "")
         return RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
     diff = config_diff(upgrade_config(ckpt["config"]), resumable_config(cfg))
     if diff:
@@ -327,7 +335,7 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
     """Append ``row`` to metrics.jsonl (``run_dir`` None: not this rank's job), log it, and count the
     evaluations in a row whose verdict is collapse for ``train.early_stop_collapse``."""
     if run_dir is not None:
-        with (run_dir / "metrics.jsonl").open("a") as f:
+        with open_nofollow(run_dir / "metrics.jsonl", "a") as f:  # never appends through a link
             f.write(json.dumps(row) + "\n")
     progress.epoch(row)
     logger.epoch(row)

@@ -26,6 +26,7 @@ from ..method import JointEmbedding
 from ..models import embed
 from ..run.checkpoint import load_checkpoint
 from ..run.dist import pick_device
+from ..run.finished import RunError, check_current
 
 HEADER = ("| run | epoch | ‖mean‖ / spread | min cos to mean | top direction: variance share, abs cos to mean "
           "| views agree: all, top direction | class share |")
@@ -50,6 +51,10 @@ def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
     if state is None:
         raise GeometryError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one "
                             f"epoch (summary.json's run_dir)")
+    try:
+        check_current(run_dir, state)
+    except RunError as e:
+        raise GeometryError(str(e)) from None
     cfg = OmegaConf.create(state["config"])
     if cfg.method.get("baseline"):
         raise GeometryError(f"{run_dir} is a baseline run ({cfg.method.baseline}): its projector is never trained, "
