@@ -546,3 +546,17 @@ def test_report_and_factorial_refuse_a_file_that_is_not_a_runs_csv_in_one_line(t
     r = subprocess.run([sys.executable, "-m", tool, str(csv), *out], capture_output=True, text=True, timeout=300)
     lines = [x for x in r.stderr.strip().splitlines() if "RuntimeWarning" not in x]  # runpy's, on the submodule
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{tool.replace('report.', '')}: error: "), r.stderr
+
+
+def test_a_test_split_too_small_for_a_verdict_is_refused_before_training(tmp_path):
+    import numpy as np
+
+    from ablate.run.loop import train
+
+    np.savez(tmp_path / "two.npz", **_arrays(n_train=40, n_test=2))
+    tiny = [o for o in TINY if not o.startswith("data.")]
+    cfg = make_cfg("+method=byol", *tiny, "data=npz", f"data.path={tmp_path / 'two.npz'}", "eval.test_size=null",
+                   f"data.cache_dir={tmp_path}", "data.num_classes=null")
+    with pytest.raises(ConfigError, match="test split holds 2 images; a verdict needs at least 16"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__
 from ..augment import eval_view
-from ..config import TECHNIQUES, ConfigError, check_config, techniques
+from ..config import MIN_EVAL_IMAGES, TECHNIQUES, ConfigError, check_config, techniques
 from ..data import load_data
 from ..diagnostics import (
     KNN_PROTOCOL,
@@ -188,6 +188,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     if device.type == "cpu" and cfg.train.deterministic:
         deterministic_kernels()
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
+    if len(data.test_x) < MIN_EVAL_IMAGES:  # eval.test_size is checked up front; a small test split only here
+        raise ConfigError(f"the {cfg.data.name} test split holds {len(data.test_x)} images; a verdict needs at least "
+                          f"{MIN_EVAL_IMAGES} held-out images: give the data a larger test split")
     model, stepper = build_runner(cfg, data, device)
     if n_ranks > 1:  # same initial model everywhere (DDP broadcasts it too), own augmentations per rank
         torch.manual_seed(cfg.seed + rank)
