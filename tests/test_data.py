@@ -68,17 +68,18 @@ def test_npz_arrays_load(tmp_path):
 def _image_folder(root, n_per_class=6):
     from PIL import Image
 
-    x, y = make_shapes(n_per_class * 10 * 2, seed=0)
-    for split, part in (("train", slice(0, len(x) // 2)), ("val", slice(len(x) // 2, None))):
-        for i, (img, label) in enumerate(zip(x[part], y[part])):
-            d = root / split / SHAPES[label]
+    x, y = make_shapes(n_per_class * 10 * 8, seed=0)
+    for s, split in enumerate(("train", "val")):  # every class in both splits, n_per_class images each
+        for label, name in enumerate(SHAPES):
+            d = root / split / name
             d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+            for i, img in enumerate(x[y == label][s * n_per_class:(s + 1) * n_per_class]):
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
     return root
 
 
 def test_folder_decodes_once_then_reads_the_cache(tmp_path, monkeypatch):
-    import ablate.data as D
+    import ablate.folders as D
 
     root = _image_folder(tmp_path / "tree")
     cfg = OmegaConf.create({"name": "folder", "root": str(root), "train_dir": "train", "test_dir": "val",
@@ -115,7 +116,7 @@ def test_folder_stream_trains_from_decoded_batches(tmp_path, cfg_factory):
 
 
 def test_a_streamed_unreadable_file_is_one_error_or_replaced_with_skip_bad(tmp_path, caplog):
-    from ablate.data import FolderStream, _folder_dataset
+    from ablate.folders import FolderStream, _folder_dataset
 
     root = _image_folder(tmp_path / "tree")
     bad = sorted((root / "train").rglob("*.png"))[3]

@@ -126,7 +126,8 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
     assert f"could not write the epoch 2 checkpoint (the disk is full); the previous checkpoint {run / CURRENT} is " \
            f"kept; training continues" in caplog.text
     assert load_checkpoint(run)["epoch"] == 1 and sorted(p.name for p in run.iterdir()) == [CURRENT]
-    # a whole run on a disk that fills up after the first epoch's checkpoint still finishes
+    # a whole run on a disk that fills up after the first epoch's checkpoint still trains to the end, and its
+    # summary says the last checkpoint is missing (not complete: the tools would read epoch 1's weights)
     run2 = tmp_path / "run2"
     run2.mkdir()
     monkeypatch.undo()
@@ -139,5 +140,6 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
         return save_checkpoint(run_dir, state, keep)
 
     monkeypatch.setattr("ablate.run.loop.save_checkpoint", save_then_fill)
-    assert train(cfg_factory(*ARGS), run2)["status"] == "complete"
+    summary = train(cfg_factory(*ARGS), run2)
+    assert summary["status"] == "failed" and "epoch 2 checkpoint could not be written" in summary["error"]
     assert calls == [1, 2] and load_checkpoint(run2)["epoch"] == 1

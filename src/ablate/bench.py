@@ -42,7 +42,10 @@ import numpy as np
 import torch
 
 from .augment import colour_ops, two_views
+from .config import check_config
 from .data import load_data
+from .errors import AblateError
+from .run.cli import check_overrides
 from .run.dist import pick_device
 from .run.hardware import host, peak_flops
 from .run.step import build_runner, lookahead, optimizer_for
@@ -596,7 +599,12 @@ def main(argv=None) -> None:
         print(f"ablate.bench: warning: load average {info['loadavg'][0]} on {info['cores']} cores: other jobs "
               f"share this machine, so absolute figures are low and ratios noisy; measure on an idle machine "
               f"before quoting them", file=sys.stderr)
-    cfg = compose_cfg(args.method, args.overrides)
+    try:  # the run's own checks, before any compute: a bad override is one line and exit 2
+        check_overrides([f"+method={args.method}", *args.overrides])
+        cfg = compose_cfg(args.method, args.overrides)
+        check_config(cfg)
+    except AblateError as e:
+        p.exit(2, f"ablate.bench: error: {e}\n")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

@@ -1,15 +1,21 @@
-"""What the config switches on, and the checks that reject bad input before any compute is spent."""
+"""What the config switches on, and the checks that reject bad input before any compute is spent.
+
+Every value a run reads is checked once, against ``RULES``: a table of (key, kind, domain, length) that says
+its type, its range or choices, and how many values a list holds. ``check_config`` walks the table, then the
+few checks that relate two values (a batch against the terms that need two samples, the data's sizes)."""
 
 import math
+import os
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "SWITCHES", "TECHNIQUES", "check_config", "conf_dir", "group_options", "groups", "switches",
-           "techniques"]
+__all__ = ["ConfigError", "RULES", "SWITCHES", "TECHNIQUES", "check_config", "check_device", "check_value", "conf_dir",
+           "group_options", "groups", "switches", "techniques"]
 TECHNIQUES = ("ema", "stop_grad", "predictor", "batchnorm", "var", "cov")  # VICReg Table 4's six
 SWITCHES = (*TECHNIQUES, "negatives", "xcorr")  # and two beyond it: SimCLR's negatives, Barlow Twins' xcorr
 BASELINES = ("random", "supervised")
@@ -17,6 +23,107 @@ KEEP = ("last", "none", "all")  # checkpoint.keep
 PRECISIONS = ("auto", "fp32", "bf16")  # train.precision
 COMPILE_MODES = {False: None, True: "default", "reduce-overhead": "reduce-overhead"}  # train.compile -> torch mode
 EVAL_PRECISIONS = ("fp32", "train")  # eval.precision
+AUTO = ("auto", True, False)  # the auto | true | false switches, resolved where the hardware is known
+MIN_EVAL_IMAGES = 16  # held-out images below which RankMe and the spread say nothing a verdict could rest on
+
+
+class Rule(NamedTuple):
+    """One config value: ``kind`` int | num | bool | str | choice; ``domain`` an interval such as "[0,1)" or
+    "(0,inf)" for numbers, the allowed values for a choice (or a function returning them); ``length`` the
+    number of values of a list ("pair": two values, the first <= the second); ``null`` whether null is allowed;
+    ``hint`` what to write instead."""
+    key: str
+    kind: str
+    domain: object = None
+    length: int | str | None = None
+    null: bool = False
+    hint: str = ""
+
+
+def _registry(module: str, name: str):
+    """The names a registry of a building block holds, imported when first checked (cheap CLI start)."""
+    def names():
+        from importlib import import_module
+
+        return tuple(getattr(import_module(f"ablate.{module}"), name))
+    return names
+
+
+RULES = (
+    Rule("seed", "int", "[0,inf)"),
+    Rule("model.head_width_mult", "num", "(0,inf)", hint="it scales every head width"),
+    Rule("train.epochs", "int", "[1,inf)"),
+    Rule("train.batch_size", "int", "[1,inf)"),
+    Rule("train.warmup_epochs", "int", "[0,inf)"),
+    Rule("train.log_every", "int", "[1,inf)"),
+    Rule("train.early_stop_collapse", "int", "[1,inf)", null=True, hint="to never stop early; N counts evaluations"),
+    Rule("train.precision", "choice", PRECISIONS),
+    Rule("train.channels_last", "choice", AUTO),
+    Rule("train.compile", "choice", tuple(COMPILE_MODES)),
+    Rule("train.compile_aug", "choice", AUTO),
+    Rule("train.view_parallel", "choice", AUTO),
+    Rule("train.deterministic", "choice", (True, False)),
+    Rule("checkpoint.keep", "choice", KEEP),
+    Rule("checkpoint.every", "int", "[1,inf)", hint="epochs between checkpoints; the last epoch is always saved"),
+    Rule("checkpoint.background", "choice", (True, False)),
+    Rule("eval.precision", "choice", EVAL_PRECISIONS),
+    Rule("eval.every", "int", "[1,inf)", hint="epochs between evaluations"),
+    Rule("eval.batch_size", "int", "[1,inf)"),
+    Rule("eval.bank_size", "int", "[1,inf)", null=True, hint="for all"),
+    Rule("eval.test_size", "int", f"[{MIN_EVAL_IMAGES},inf)", null=True,
+         hint="for all; fewer held-out images give no verdict to trust"),
+    Rule("eval.knn_k", "int", "[1,inf)", hint="neighbours that vote"),
+    Rule("eval.knn_t", "num", "(0,inf)", hint="the vote temperature; the kNN monitor uses 0.1"),
+    Rule("eval.linear.epochs", "int", "[1,inf)", hint="the probe must train to report an accuracy"),
+    Rule("eval.linear.batch_size", "int", "[1,inf)"),
+    Rule("eval.linear.lr", "num", "(0,inf)"),
+    Rule("eval.linear.weight_decay", "num", "[0,inf)"),
+    Rule("verdict.collapse_std_ratio", "num", "[0,inf)"),
+    Rule("verdict.collapse_scale_ratio", "num", "[0,inf)", null=True),
+    Rule("verdict.collapse_rank", "num", "[0,inf)", null=True),
+    Rule("verdict.dim_collapse_rank_frac", "num", "[0,1]"),
+    Rule("optim.name", "choice", _registry("optim", "OPTIMIZERS")),
+    Rule("optim.lr", "num", "[0,inf)"),
+    Rule("optim.weight_decay", "num", "[0,inf)"),
+    Rule("optim.momentum", "num", "[0,1)", hint="SGD and LARS use 0.9"),
+    Rule("optim.eta", "num", "(0,inf)", hint="the LARS trust coefficient, 0.02 or 0.001"),
+    Rule("optim.exclude_bias_norm", "choice", (True, False)),
+    Rule("optim.final_lr_frac", "num", "[0,1]", hint="the cosine ends at this fraction of the base lr"),
+    Rule("optim.predictor_fixed_lr", "choice", (True, False)),
+    Rule("aug.crop_scale", "num", "(0,1]", "pair", hint="area fractions [min, max], e.g. [0.08, 1.0]"),
+    Rule("aug.crop_ratio", "num", "(0,inf)", "pair", hint="aspect ratios [min, max], e.g. [0.75, 1.3333]"),
+    Rule("aug.flip_p", "num", "[0,1]"),
+    Rule("aug.jitter_p", "num", "[0,1]"),
+    Rule("aug.brightness", "num", "[0,inf)"),
+    Rule("aug.contrast", "num", "[0,inf)"),
+    Rule("aug.saturation", "num", "[0,inf)"),
+    Rule("aug.hue", "num", "[0,0.5]", hint="a fraction of a turn, as torchvision's ColorJitter"),
+    Rule("aug.gray_p", "num", "[0,1]"),
+    Rule("aug.blur_p", "num", "[0,1]", 2, hint="one probability per view"),
+    Rule("aug.blur_sigma", "num", "(0,inf)", "pair", hint="sigma range in pixels [min, max], e.g. [0.1, 2.0]"),
+    Rule("aug.solarize_p", "num", "[0,1]", 2, hint="one probability per view"),
+    Rule("data.image_size", "int", "[8,inf)", hint="pixels"),
+    Rule("data.num_classes", "int", "[2,inf)", null=True, hint="to count the classes"),
+    Rule("data.mean", "num", "[0,1]", 3, null=True, hint="to compute it; per-channel, of x / 255"),
+    Rule("data.std", "num", "(0,1]", 3, null=True, hint="to compute it; per-channel, of x / 255"),
+    Rule("reg_geometry", "choice", lambda: ("auto", *_registry("losses", "REG_GEOMETRIES")())),
+    Rule("method.invariance", "choice", _registry("losses", "INVARIANCE")),
+    Rule("method.inv_weight", "num", "[0,inf)"),
+    Rule("var.weight", "num", "[0,inf)"),
+    Rule("var.gamma", "num", "[0,inf)"),
+    Rule("var.eps", "num", "[0,inf)"),
+    Rule("cov.weight", "num", "[0,inf)"),
+    Rule("method.temperature", "num", "(0,inf)", hint="SimCLR's CIFAR value is 0.2"),
+    Rule("negatives.weight", "num", "[0,inf)"),
+    Rule("negatives.temperature", "num", "(0,inf)", hint="SimCLR's CIFAR value is 0.2"),
+    Rule("xcorr.weight", "num", "[0,inf)"),
+    Rule("xcorr.lambd", "num", "[0,inf)", hint="Barlow Twins uses 0.0051"),
+    Rule("ema.base_tau", "num", "[0,1]", hint="BYOL uses base_tau=0.99..0.996"),
+    Rule("ema.final_tau", "num", "[0,1]"),
+)
+SHAPES_RULES = (Rule("data.train_size", "int", "[1,inf)"),
+                Rule("data.test_size", "int", f"[{MIN_EVAL_IMAGES},inf)", hint="held-out images for the verdict"),
+                Rule("data.data_seed", "int", "[0,inf)"))
 
 
 def conf_dir() -> Path:
@@ -42,126 +149,132 @@ def switches(cfg: DictConfig) -> dict[str, bool]:
     return {t: cfg.get(t) is not None for t in SWITCHES}
 
 
-def _finite_nonneg(value, name: str) -> None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not a number; set {name} to a finite value >= 0") from None
-    if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"{name}={value} must be finite and >= 0; set {name} to a value like 1.0")
+# ------------------------------------------------------------------------------------------ the schema
+_ABSENT = object()
 
 
-def _int(value, name: str, low: int, hint: str = "", allow_null: bool = False) -> None:
-    """``value`` must be an integer >= ``low`` (or null when ``allow_null``)."""
-    if value is None and allow_null:
+def _interval(domain: str):
+    lo, hi = domain[1:-1].split(",")
+    return float(lo), float(hi), domain[0] == "(", domain[-1] == ")"
+
+
+def _describe(rule: Rule) -> str:
+    if rule.kind == "choice":
+        names = [str(c).lower() if isinstance(c, bool) else str(c) for c in _choices(rule)]
+        if any(isinstance(c, bool) for c in _choices(rule)):
+            return ", ".join(names[:-1]) + f" or {names[-1]}"
+        return "one of: " + ", ".join(names)
+    lo, hi, lo_open, hi_open = _interval(rule.domain)
+    kind = "an integer" if rule.kind == "int" else "finite and"
+    if math.isinf(hi):
+        return f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    return f"{kind} in {rule.domain[0]}{lo:g}, {hi:g}{rule.domain[-1]}"
+
+
+def _choices(rule: Rule) -> tuple:
+    return tuple(rule.domain() if callable(rule.domain) else rule.domain)
+
+
+def _scalar_ok(rule: Rule, v) -> bool:
+    if rule.kind == "choice":  # True == 1 in Python: a choice matches by type and value
+        return any(type(v) is type(c) and v == c for c in _choices(rule))
+    if isinstance(v, bool) or not isinstance(v, int | float) or (rule.kind == "int" and not isinstance(v, int)):
+        return False
+    if not math.isfinite(v):
+        return False
+    lo, hi, lo_open, hi_open = _interval(rule.domain)
+    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+
+def _fail(rule: Rule, value, why: str) -> ConfigError:
+    notes = " ".join(n for n in ("or null" if rule.null else "", rule.hint) if n)
+    shown = f"'{value}'" if isinstance(value, str) and rule.kind != "choice" else value
+    return ConfigError(f"{rule.key}={shown} {why}" + (f" ({notes})" if notes else ""))
+
+
+def check_value(rule: Rule | str, value) -> None:
+    """ConfigError in one line when ``value`` breaks ``rule`` (a Rule, or a key of ``RULES``)."""
+    if isinstance(rule, str):
+        rule = next(r for r in (*RULES, *SHAPES_RULES) if r.key == rule)
+    if value is None:
+        if not rule.null:
+            raise _fail(rule, "null", f"must be {_describe(rule)}")
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        null = " (or null for all)" if allow_null else ""
-        raise ConfigError(f"{name}={value} must be an integer >= {low}{null}{hint}")
+    if isinstance(value, str) and rule.kind in ("int", "num"):
+        raise _fail(rule, value, f"is not a number (it is quoted, a string); write a number, {_describe(rule)}")
+    if rule.length is None:
+        if not _scalar_ok(rule, value):
+            unknown = rule.kind == "choice" and "one of" in _describe(rule)
+            raise _fail(rule, value, f"is unknown; choose {_describe(rule)}" if unknown else f"must be {_describe(rule)}")
+        return
+    n = 2 if rule.length == "pair" else rule.length
+    if not isinstance(value, list | tuple) or len(value) != n:
+        raise _fail(rule, list(value) if isinstance(value, list | tuple) else value,
+                    f"must be a list of {n} values, each {_describe(rule)}")
+    bad = [v for v in value if not _scalar_ok(rule, v)]
+    if bad:
+        raise _fail(rule, list(value), f"holds {bad[0]!r}; each value must be {_describe(rule)}")
+    if rule.length == "pair" and value[0] > value[1]:
+        raise _fail(rule, list(value), "must be [min, max] with min <= max")
 
 
-def _check_run(cfg: DictConfig) -> None:
-    """Seed, device, model width and evaluation settings: values that would train but report wrong numbers."""
-    _int(cfg.seed, "seed", 0)
-    device = str(cfg.device)
-    if device != "auto":
-        import torch
-
-        try:
-            kind = torch.device(device).type
-        except RuntimeError:
-            raise ConfigError(f"device={device} is unknown; choose auto, cpu or cuda[:N]") from None
-        if kind not in ("cpu", "cuda"):
-            raise ConfigError(f"device={device} is not supported; choose auto, cpu or cuda[:N]")
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={device} but CUDA is not available here; set device=cpu (or auto)")
-    mult = cfg.model.head_width_mult
-    _finite_nonneg(mult, "model.head_width_mult")
-    if float(mult) <= 0:
-        raise ConfigError(f"model.head_width_mult={mult} must be > 0 (it scales every head width)")
-    e = cfg.eval
-    _int(e.every, "eval.every", 1, " (epochs between evaluations)")
-    _int(e.batch_size, "eval.batch_size", 1)
-    _int(e.knn_k, "eval.knn_k", 1, " (neighbours that vote)")
-    _finite_nonneg(e.knn_t, "eval.knn_t")
-    for k in ("bank_size", "test_size"):
-        _int(e[k], f"eval.{k}", 1, allow_null=True)
-    _int(e.linear.epochs, "eval.linear.epochs", 1, " (the probe must train to report an accuracy)")
-    _int(e.linear.batch_size, "eval.linear.batch_size", 1)
-    _finite_nonneg(e.linear.lr, "eval.linear.lr")
-    _finite_nonneg(e.linear.weight_decay, "eval.linear.weight_decay")
+def _lookup(cfg: DictConfig, key: str):
+    """The resolved value at ``key``; _ABSENT when its parent node is not in this config (a switch that is
+    off, a preset without that key)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or leaf not in node:
+        return _ABSENT
+    if OmegaConf.is_missing(node, leaf):
+        raise ConfigError(f"{key} is not set; give {key}=VALUE (the scale and method presets set it)")
+    value = node[leaf]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def check_schema(cfg: DictConfig, rules=RULES) -> None:
+    for rule in rules:
+        value = _lookup(cfg, rule.key)
+        if value is not _ABSENT:
+            check_value(rule, value)
+
+
+# ------------------------------------------------------------------------------------------ check_config
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError (DataError for a missing path) on the first problem found. Cheap: touches no data and
-    builds no model. Names are checked against the registries of losses, models, data and optim."""
+    builds no model. Every value against ``RULES``, then the checks that relate values to each other."""
     if cfg.get("method") is None:
         raise ConfigError(f"no method chosen; add +method=NAME with NAME one of: "
                           f"{', '.join(group_options('method'))}")
-    _check_run(cfg)
-    _check_switches(cfg)
-    _check_training(cfg)
+    check_schema(cfg)
+    check_device(str(cfg.device))
+    if cfg.method.get("baseline") is not None:
+        _check_baseline(cfg)
+    else:
+        _check_invariance_params(cfg)
+    _check_batch(cfg)
     _check_data(cfg)
+    check_sizes(cfg)
 
 
-def _check_switches(cfg: DictConfig) -> None:
-    from .losses import INVARIANCE, REG_GEOMETRIES
+def check_device(device: str, name: str = "device") -> None:
+    """ConfigError unless ``device`` is auto, cpu, or a cuda device this machine has (``name``: the setting,
+    ``--device`` for the tools)."""
+    if device == "auto":
+        return
+    import torch
 
-    m, on = cfg.method, techniques(cfg)
-    if m.get("baseline") is not None:
-        return _check_baseline(cfg)
-    if m.invariance not in INVARIANCE:
-        raise ConfigError(f"method.invariance={m.invariance} is unknown; choose one of: {', '.join(INVARIANCE)}")
-    _finite_nonneg(m.inv_weight, "method.inv_weight")
-    geometries = ("auto", *REG_GEOMETRIES)
-    if cfg.get("reg_geometry") not in geometries:
-        raise ConfigError(f"reg_geometry={cfg.get('reg_geometry')} is unknown; choose one of: "
-                          f"{', '.join(geometries)}")
-    for t in ("var", "cov"):
-        if on[t]:
-            _finite_nonneg(cfg[t].weight, f"{t}.weight")
-    _check_beyond(cfg)
-    if on["var"]:
-        _finite_nonneg(cfg.var.gamma, "var.gamma")
-        _finite_nonneg(cfg.var.eps, "var.eps")
-    if on["ema"]:
-        for k in ("base_tau", "final_tau"):
-            tau = float(cfg.ema[k])
-            if not 0.0 <= tau <= 1.0:
-                raise ConfigError(f"ema.{k}={tau} must lie in [0, 1]; BYOL uses base_tau=0.99..0.996")
-    for k in ("collapse_std_ratio", "dim_collapse_rank_frac"):
-        _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
-    for k in ("collapse_rank", "collapse_scale_ratio"):
-        if cfg.verdict.get(k) is not None:
-            _finite_nonneg(cfg.verdict[k], f"verdict.{k}")
-
-
-def _positive(value, name: str, hint: str) -> None:
-    _finite_nonneg(value, name)
-    if float(value) <= 0:
-        raise ConfigError(f"{name}={value} must be > 0; {hint}")
-
-
-def _check_beyond(cfg: DictConfig) -> None:
-    """The switches beyond Table 4 and the invariances that take a parameter (NT-Xent's temperature)."""
-    from .losses import INVARIANCE_PARAMS
-
-    m = cfg.method
-    for k in INVARIANCE_PARAMS.get(m.invariance, ()):
-        if m.get(k) is None:
-            raise ConfigError(f"method.invariance={m.invariance} needs method.{k}; set method.{k}=0.2 (SimCLR)")
-        _positive(m[k], f"method.{k}", "SimCLR's CIFAR value is 0.2")
-    if cfg.get("negatives") is not None:
-        _finite_nonneg(cfg.negatives.weight, "negatives.weight")
-        _positive(cfg.negatives.temperature, "negatives.temperature", "SimCLR's CIFAR value is 0.2")
-    if cfg.get("xcorr") is not None:
-        _finite_nonneg(cfg.xcorr.weight, "xcorr.weight")
-        _finite_nonneg(cfg.xcorr.lambd, "xcorr.lambd")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"{name}={device} is unknown; choose auto, cpu or cuda[:N]") from None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"{name}={device} is not supported; choose auto, cpu or cuda[:N]")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name}={device} but CUDA is not available here; set {name}=cpu (or auto)")
 
 
 def _check_baseline(cfg: DictConfig) -> None:
     """A baseline run (+method=random|supervised) takes no switch, and the supervised one needs labels."""
-
     b, on = cfg.method.baseline, switches(cfg)
     if b not in BASELINES:
         raise ConfigError(f"method.baseline={b} is unknown; choose one of: {', '.join(BASELINES)}")
@@ -176,67 +289,74 @@ def _check_baseline(cfg: DictConfig) -> None:
                           f"does not hold with {unlabelled[0]}; use {unlabelled[1]}")
 
 
-def _check_training(cfg: DictConfig) -> None:
-    from .models import BACKBONES
-    from .optim import OPTIMIZERS
+def _check_invariance_params(cfg: DictConfig) -> None:
+    """An invariance that takes a parameter (NT-Xent's temperature) finds it in the method node."""
+    from .losses import INVARIANCE_PARAMS
 
-    on = switches(cfg)
-    _finite_nonneg(cfg.optim.lr, "optim.lr")
-    _finite_nonneg(cfg.optim.weight_decay, "optim.weight_decay")
-    if cfg.optim.name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name={cfg.optim.name} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
-    bs = cfg.train.batch_size
-    if not isinstance(bs, int) or bs < 1:
-        raise ConfigError(f"train.batch_size={bs} must be a positive integer")
+    m = cfg.method
+    for k in INVARIANCE_PARAMS.get(m.invariance, ()):
+        if m.get(k) is None:
+            raise ConfigError(f"method.invariance={m.invariance} needs method.{k}; set method.{k}=0.2 (SimCLR)")
+
+
+def _check_batch(cfg: DictConfig) -> None:
+    on, bs = switches(cfg), cfg.train.batch_size
     if (on["var"] or on["cov"] or on["xcorr"] or cfg.method.get("invariance") == "barlow_diag") and bs < 2:
         raise ConfigError(f"train.batch_size={bs} is too small for the var/cov terms and the cross-correlation (a "
                           f"std and a covariance over the batch need at least 2 samples); set train.batch_size>=2")
     if on["batchnorm"] and bs < 2:
         raise ConfigError(f"train.batch_size={bs} is too small for batch norm; set train.batch_size>=2 "
                           f"or batchnorm=none")
-    if not isinstance(cfg.train.epochs, int) or cfg.train.epochs < 1:
-        raise ConfigError(f"train.epochs={cfg.train.epochs} must be an integer >= 1")
-    _int(cfg.train.warmup_epochs, "train.warmup_epochs", 0)
-    _int(cfg.train.log_every, "train.log_every", 1)
-    early_stop = cfg.train.get("early_stop_collapse")
-    if early_stop is not None and (not isinstance(early_stop, int) or isinstance(early_stop, bool) or early_stop < 1):
-        raise ConfigError(f"train.early_stop_collapse={early_stop} must be an integer >= 1 (evaluations), or null "
-                          f"to never stop early")
-    if cfg.train.precision not in PRECISIONS:
-        raise ConfigError(f"train.precision={cfg.train.precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
-    if cfg.train.channels_last not in ("auto", True, False):
-        raise ConfigError(f"train.channels_last={cfg.train.channels_last} must be auto, true or false")
-    if cfg.train.compile not in COMPILE_MODES:
-        raise ConfigError(f"train.compile={cfg.train.compile} must be true, false or reduce-overhead")
-    if cfg.train.get("view_parallel", False) not in ("auto", True, False):
-        raise ConfigError(f"train.view_parallel={cfg.train.view_parallel} must be auto, true or false")
-    if cfg.train.compile_aug not in ("auto", True, False):
-        raise ConfigError(f"train.compile_aug={cfg.train.compile_aug} must be auto, true or false")
-    if cfg.checkpoint.keep not in KEEP:
-        raise ConfigError(f"checkpoint.keep={cfg.checkpoint.keep} is unknown; choose one of: {', '.join(KEEP)}")
-    _int(cfg.checkpoint.get("every", 1), "checkpoint.every", 1, " (epochs between checkpoints)")
-    if cfg.checkpoint.get("background", False) not in (True, False):
-        raise ConfigError(f"checkpoint.background={cfg.checkpoint.background} must be true or false")
-    if cfg.eval.get("precision", "fp32") not in EVAL_PRECISIONS:
-        raise ConfigError(f"eval.precision={cfg.eval.precision} is unknown; choose one of: {', '.join(EVAL_PRECISIONS)}")
-    if cfg.backbone.name not in BACKBONES:
-        raise ConfigError(f"unknown backbone '{cfg.backbone.name}'; choose backbone= one of: "
-                          f"{', '.join(BACKBONES)}")
 
 
 def _check_data(cfg: DictConfig) -> None:
     from .data import DATASETS, check_paths
+    from .models import BACKBONES
 
     d = cfg.data
+    if cfg.backbone.name not in BACKBONES:
+        raise ConfigError(f"unknown backbone '{cfg.backbone.name}'; choose backbone= one of: {', '.join(BACKBONES)}")
     if d.name not in DATASETS:
         raise ConfigError(f"unknown dataset '{d.name}'; choose data= one of: {', '.join(DATASETS)}")
-    _int(d.image_size, "data.image_size", 8, " (pixels)")
-    if d.get("num_classes") is not None:
-        _int(d.num_classes, "data.num_classes", 2, "; null counts the classes")
+    if (d.get("mean") is None) != (d.get("std") is None):
+        given, other = ("data.std", "data.mean") if d.get("mean") is None else ("data.mean", "data.std")
+        raise ConfigError(f"{given} is set but {other} is null; give both (per-channel, of x / 255) or neither "
+                          f"(both computed from the training images)")
     if d.name == "shapes":
-        _int(d.train_size, "data.train_size", 1)
-        _int(d.test_size, "data.test_size", 1)
+        check_schema(cfg, SHAPES_RULES)
     check_paths(d)
     if d.name == "shapes" and d.train_size < cfg.train.batch_size:
         raise ConfigError(f"data.train_size={d.train_size} is smaller than train.batch_size="
                           f"{cfg.train.batch_size}; lower the batch or raise the size")
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sizes(cfg: DictConfig, memory: int | None = None) -> None:
+    """Sizes this machine cannot hold, refused before anything is allocated: the generated images (shapes), one
+    batch of both views at float32, and the heads' weights with their gradients and optimizer state (4 copies,
+    an EMA target a fifth), each against the machine's physical memory."""
+    memory = memory or _memory_bytes()
+    if not memory:
+        return
+    from .models import scaled
+
+    d, size = cfg.data, cfg.data.image_size
+    needs = {"train.batch_size": 2 * cfg.train.batch_size * 3 * size * size * 4}
+    if d.name == "shapes":
+        needs["data.train_size"] = (d.train_size + d.test_size) * 3 * size * size
+    m = cfg.method
+    if m.get("projector") is not None:
+        widths = [512] + [scaled(w, cfg.model.head_width_mult) for w in m.projector]
+        if m.get("predictor_hidden") is not None and cfg.get("predictor") is not None:
+            widths += [scaled(m.predictor_hidden, cfg.model.head_width_mult), widths[-1]]
+        needs["model.head_width_mult"] = sum(a * b for a, b in zip(widths, widths[1:])) * 4 * 5
+    for key, need in needs.items():
+        if need > memory:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} needs about {need / 2**30:.0f} GiB, more than "
+                              f"this machine's {memory / 2**30:.0f} GiB; lower it")

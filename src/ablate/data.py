@@ -1,11 +1,10 @@
 """Datasets as uint8 tensors [N, 3, H, W] that live on the training device, plus the embedded `shapes`."""
 
 import functools
-import hashlib
 import io
 import logging
 import math
-import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cache import file_digest, load_cache, save_cache, spot_check
 from .errors import DataError
-from .files import atomic_write, seal, unseal
+from .folders import FolderStream, _folder, _subset
 
 log = logging.getLogger("ablate")
 
@@ -186,6 +186,9 @@ def _check_npz(arrays: dict, path: Path) -> None:
         if x.ndim != 4 or x.shape[-1] != 3:
             hint = " (NCHW: store them as N, H, W, 3)" if x.ndim == 4 and x.shape[1] == 3 else ""
             raise DataError(f"{path}: x_{split} has shape {x.shape}; expected uint8 images [N, H, W, 3]{hint}")
+        if min(x.shape[:3]) < 1:
+            raise DataError(f"{path}: x_{split} has shape {x.shape}; every split needs at least one image of at "
+                            f"least 1x1 pixels")
         if x.dtype != np.uint8:
             raise DataError(f"{path}: x_{split} is {x.dtype}; expected uint8 pixels 0..255 (convert with "
                             f"(x * 255).round().astype(np.uint8) if they are floats in [0, 1])")
@@ -193,50 +196,44 @@ def _check_npz(arrays: dict, path: Path) -> None:
             raise DataError(f"{path}: y_{split} is {y.dtype} {y.shape}; expected {len(x)} integer labels")
 
 
-def _load_cache(path: Path, load):
-    """``load(BytesIO)`` of a verified cache entry, or None (missing, or failing its checksum: rebuilt)."""
-    if not path.exists():
-        return None
-    try:
-        return load(io.BytesIO(unseal(path.read_bytes())))
-    except Exception as e:  # a damaged entry is rebuilt, never trained on
-        log.warning("cache entry %s is unusable (%s); decoding again", path, e)
-        return None
-
-
-def _save_cache(path: Path, save) -> None:
-    buf = io.BytesIO()
-    save(buf)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: tmp.write_bytes(seal(buf.getvalue())))
-    except OSError as e:  # a cache that cannot be written costs a decode next time, nothing more
-        log.warning("could not write the cache entry %s (%s)", path, e)
-
-
 def _npz_cache(cfg, f, path: Path) -> dict:
-    """JPEG bytes: decode once, cache the arrays keyed by the file's content hash."""
-    digest = hashlib.sha1(f["train_offsets"].tobytes() + f["test_offsets"].tobytes()).hexdigest()[:12]
-    cache = Path(str(cfg.cache_dir)).expanduser() / f"{path.stem}-{digest}-decoded.npz"
+    """JPEG bytes: decode once, cache the images keyed by the SHA-256 of the file's content; the labels are
+    always the file's own."""
+    digest = file_digest(path)
+    cache = Path(str(cfg.cache_dir)).expanduser() / f"{path.stem}-{digest[:32]}-decoded.npz"
 
     def load(buf):
         with np.load(buf) as c:
             return {k: c[k] for k in c.files}
 
-    arrays = _load_cache(cache, load)
+    arrays = load_cache(cache, load)
+    for split in ("train", "test"):
+        if arrays is None:
+            break
+        buf, off = f[f"{split}_jpeg"], f[f"{split}_offsets"]
+        if str(arrays.get("source_sha256")) != digest or not spot_check(
+                arrays[f"x_{split}"], lambda i, b=buf, o=off: _decode_jpegs(b, o[i:i + 2])[0], len(off) - 1, path):
+            arrays = None
     if arrays is None:
         try:
             arrays = {"x_train": _decode_jpegs(f["train_jpeg"], f["train_offsets"]),
-                      "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]),
-                      "y_train": f["y_train"], "y_test": f["y_test"]}
+                      "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]), "source_sha256": digest}
         except (OSError, ValueError, IndexError) as e:
             raise DataError(f"{path}: cannot decode its JPEG bytes ({e})") from None
-        _save_cache(cache, lambda buf: np.savez(buf, **arrays))
-    return arrays
+        save_cache(cache, lambda buf: np.savez(buf, **arrays))
+    return {"x_train": arrays["x_train"], "x_test": arrays["x_test"], "y_train": f["y_train"], "y_test": f["y_test"]}
 
 
 def _npz(cfg) -> dict:
     path = Path(str(cfg.path)).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":  # np.load would call a text file "pickled data"
+        raise DataError(f"{path} is not an npz file (a zip of .npy arrays, as np.savez writes); give data.path "
+                        f"an npz of x_train, y_train, x_test, y_test")
     try:
         with np.load(path) as f:
             keys = set(f.files)
@@ -247,151 +244,21 @@ def _npz(cfg) -> dict:
             else:
                 raise DataError(f"{path} holds {', '.join(sorted(keys)) or 'no arrays'}; expected "
                                 f"{', '.join(NPZ_ARRAYS)} (or JPEG bytes: {', '.join(NPZ_JPEG)})")
-    except (OSError, ValueError) as e:  # not an npz, truncated, pickled objects
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path} is not a readable npz ({e})") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:  # truncated, pickled objects
+        raise DataError(f"{path} is not a readable npz ({' '.join(str(e).split())}); write it again with "
+                        f"np.savez") from None
     _check_npz(arrays, path)
     train_x = _nhwc(arrays["x_train"])
     return dict(ssl_x=train_x, bank_x=train_x, bank_y=torch.from_numpy(arrays["y_train"]).long(),
                 test_x=_nhwc(arrays["x_test"]), test_y=torch.from_numpy(arrays["y_test"]).long())
 
 
-def _folder_dataset(cfg, split):
-    import torchvision.datasets as tvd
-    import torchvision.transforms as T
-
-    tf = T.Compose([T.Resize(cfg.image_size), T.CenterCrop(cfg.image_size), T.PILToTensor()])
-    return tvd.ImageFolder(str(Path(str(cfg.root)).expanduser() / split), transform=tf)
-
-
-class _Checked(torch.utils.data.Dataset):
-    """An ImageFolder whose unreadable files come back as a blank image and the error, not as an exception
-    inside a worker process."""
-
-    def __init__(self, ds, size: int):
-        self.ds, self.size = ds, size
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        try:
-            x, y = self.ds[i]
-            return x, y, "", i
-        except Exception as e:  # PIL raises several types on empty or corrupt files
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, f"{type(e).__name__}: {e}", i
-
-
-def _unreadable(ds, index: int, error: str, count: int) -> DataError:
-    return DataError(f"cannot read image {ds.samples[index][0]} ({' '.join(error.split())}; {count} unreadable "
-                     f"file(s) in all): fix or remove it, or set data.skip_bad=true to skip such files")
-
-
-def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
-    """Decode ``indices`` of an ImageFolder into uint8 [N, 3, S, S] with DataLoader workers. An unreadable
-    file is a DataError naming it, or with ``skip_bad`` is left out (counted in a warning)."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Checked(ds, size), indices), batch_size=256,
-                                         num_workers=workers)
-    xs, ys, errors = [torch.empty(0, 3, size, size, dtype=torch.uint8)], [torch.empty(0, dtype=torch.long)], []
-    for x, y, err, _ in loader:
-        xs.append(x)
-        ys.append(y)
-        errors.extend(err)
-    x, y = torch.cat(xs), torch.cat(ys)
-    bad = [j for j, e in enumerate(errors) if e]
-    if bad:
-        if not skip_bad:
-            raise _unreadable(ds, indices[bad[0]], errors[bad[0]], len(bad))
-        log.warning("skipped %d unreadable image file(s) (data.skip_bad=true), the first %s", len(bad),
-                    ds.samples[indices[bad[0]]][0])
-        keep = torch.tensor([not e for e in errors])
-        x, y = x[keep], y[keep]
-    return x, y
-
-
-def _folder_cache_path(cfg, ds, split, n):
-    """Cache key: the file list, sizes and mtimes, the image size, how many images are kept and skip_bad."""
-    h = hashlib.sha1(f"{cfg.image_size}:{n}:{bool(cfg.get('skip_bad'))}".encode())
-    for path, _ in ds.samples:
-        st = os.stat(path)
-        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return Path(str(cfg.cache_dir)).expanduser() / f"folder-{split}-{h.hexdigest()[:16]}.pt"
-
-
-def _folder_split(cfg, split, keep=None, seed=0):
-    """Decoded uint8 images of one split (all, or ``keep`` random ones), cached with a checksum that every
-    read verifies, so a second run does not decode again."""
-    ds = _folder_dataset(cfg, split)
-    n = len(ds) if keep is None else min(keep, len(ds))
-    cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
-    cached = _load_cache(cache, lambda buf: torch.load(buf, weights_only=True)) if cache is not None else None
-    if cached is not None:
-        return cached["x"], cached["y"], ds
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    x, y = _decode(ds, idx, cfg.get("workers", 0), bool(cfg.get("skip_bad")), cfg.image_size)
-    if cache is not None:
-        _save_cache(cache, lambda buf: torch.save({"x": x, "y": y}, buf))
-    return x, y, ds
-
-
-class FolderStream:
-    """Training images of a folder too large to hold: each epoch a DataLoader decodes shuffled uint8 batches
-    in worker processes; they are copied to the device and augmented there like resident data."""
-
-    def __init__(self, ds, workers: int, size: int, skip_bad: bool = False, device="cpu"):
-        self.ds, self.workers, self.size, self.skip_bad = ds, workers, size, skip_bad
-        self.device = torch.device(device)
-
-    def __len__(self):
-        return len(self.ds)
-
-    def to(self, device):
-        return FolderStream(self.ds, self.workers, self.size, self.skip_bad, device)
-
-    def epoch_batches(self, seed: int, batch_size: int, lo: int, local_batch: int, steps: int):
-        """Full batches of uint8 images. An unreadable file is a DataError naming it; with ``data.skip_bad``
-        it is replaced by a readable image of the same batch (a batch keeps its size, as the step and every
-        process of a torchrun job expect) and counted in a warning at the end of the epoch."""
-        gen = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(_Checked(self.ds, self.size), batch_size=batch_size, shuffle=True,
-                                             drop_last=True, generator=gen, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda", persistent_workers=False)
-        skipped = []
-        for _, (x, _y, err, idx) in zip(range(steps), loader):
-            bad = [k for k, e in enumerate(err) if e]
-            if bad:
-                if not self.skip_bad or len(bad) == len(err):
-                    raise _unreadable(self.ds, int(idx[bad[0]]), err[bad[0]], len(bad))
-                x[bad] = x[next(k for k, e in enumerate(err) if not e)].clone()
-                skipped += [self.ds.samples[int(idx[k])][0] for k in bad]
-            yield x[lo:lo + local_batch].to(self.device, non_blocking=True)
-        if skipped:
-            log.warning("replaced %d unreadable image file(s) in this epoch's batches (data.skip_bad=true), the "
-                        "first %s", len(skipped), skipped[0])
-
-
-def _folder(cfg, eval_cfg, seed) -> dict:
-    test_x, test_y, _ = _folder_split(cfg, cfg.test_dir, eval_cfg.test_size, seed)
-    if cfg.get("stream"):  # only the kNN / probe bank is decoded; training batches stream
-        bank_x, bank_y, ds = _folder_split(cfg, cfg.train_dir, eval_cfg.bank_size, seed)
-        return dict(ssl_x=FolderStream(ds, cfg.get("workers", 0), cfg.image_size, bool(cfg.get("skip_bad"))),
-                    bank_x=bank_x, bank_y=bank_y, test_x=test_x, test_y=test_y)
-    train_x, train_y, _ = _folder_split(cfg, cfg.train_dir, None, seed)
-    return dict(ssl_x=train_x, bank_x=train_x, bank_y=train_y, test_x=test_x, test_y=test_y)
-
-
-def _subset(x, y, n, g):
-    """``n`` random images of ``x`` (all of them when ``n`` is 0 or null or not smaller)."""
-    if n and n < len(x):
-        idx = torch.randperm(len(x), generator=g)[:n]
-        return x[idx], y[idx]
-    return x, y
-
-
-def _check_labels(cfg, *labels) -> int:
-    """The number of classes; DataError for labels outside [0, num_classes) or a single class (kNN and
-    linear accuracy would read 100%)."""
+def _check_labels(cfg, train_labels, *labels) -> int:
+    """The number of classes; DataError for labels outside [0, num_classes), test labels that no training image
+    has (they could never be predicted: accuracy would read low for no fault of the model) or a single class
+    (kNN and linear accuracy would read 100%)."""
     if any(len(y) == 0 for y in labels):
         raise DataError(f"the {cfg.name} data has an empty split; every split needs labelled images")
     lo, hi = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
@@ -399,6 +266,10 @@ def _check_labels(cfg, *labels) -> int:
     if lo < 0 or hi >= num_classes:
         raise DataError(f"labels of the {cfg.name} data span [{lo}, {hi}], outside [0, {num_classes}); fix the "
                         f"labels or set data.num_classes")
+    unseen = sorted(set(labels[-1].unique().tolist()) - set(train_labels.unique().tolist()))
+    if unseen:
+        raise DataError(f"the {cfg.name} test labels {', '.join(map(str, unseen[:5]))} never occur in training; "
+                        f"number the classes of both splits alike, and give every test class training images")
     if len(torch.unique(torch.cat([y.flatten() for y in labels]))) < 2:
         raise DataError(f"the {cfg.name} data has a single class; kNN and linear accuracy need at least two")
     return num_classes
@@ -428,6 +299,6 @@ def load_data(cfg, eval_cfg, seed: int = 0) -> Data:
         mean, std = _stats(ssl_x if torch.is_tensor(ssl_x) else bank_x)
     else:
         mean, std = torch.tensor(list(cfg.mean)), torch.tensor(list(cfg.std))
-    num_classes = _check_labels(cfg, bank_y, test_y)
+    num_classes = _check_labels(cfg, d.get("train_labels", d["bank_y"]), bank_y, test_y)
     return Data(ssl_x=ssl_x, bank_x=bank_x, bank_y=bank_y.long(), test_x=test_x, test_y=test_y.long(),
                 num_classes=num_classes, mean=mean, std=std, ssl_y=None if ssl_y is None else ssl_y.long())

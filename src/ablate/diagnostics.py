@@ -136,7 +136,9 @@ def knn_top1(bank, bank_y, query, query_y, num_classes: int, k: int = 200, t: fl
     for i in range(0, len(query), chunk):
         sim, idx = (query[i:i + chunk] @ bank.T).topk(k, dim=1)
         votes = torch.zeros(len(sim), num_classes, device=query.device)
-        votes.scatter_add_(1, bank_y[idx], (sim / t).exp())
+        # exp((sim - max) / t): each query's weights scaled by one factor, so the same vote, without the
+        # overflow of exp(sim / t) at small t (1 / 0.01 = 100 exceeds float32's exp range at sim = 1)
+        votes.scatter_add_(1, bank_y[idx], ((sim - sim[:, :1]) / t).exp())
         correct += (votes.argmax(1) == query_y[i:i + chunk]).sum()
     return correct / len(query)
 

@@ -1,5 +1,6 @@
 """Files that survive a crash: atomic replacement, and payloads sealed with their SHA-256 (checkpoints and
-data caches)."""
+data caches). No writer here follows a symbolic link: a link in a run directory is replaced or refused, its
+target never touched."""
 
 import hashlib
 import json
@@ -16,12 +17,21 @@ def atomic_write(path: Path, write: Callable[[Path], None], previous: Path | Non
     a file, and a crash leaves the old one intact (kept as ``previous`` when given)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
+        tmp.unlink(missing_ok=True)  # a link planted at the temporary name is removed, never written through
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
         write(tmp)
         if previous is not None and path.exists():
             os.replace(path, previous)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def open_nofollow(path: Path, mode: str = "a"):
+    """``open(path, mode)`` for a text file that must not be a symbolic link (``a`` appends, ``w`` truncates):
+    OSError (ELOOP) instead of writing to wherever the link points."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o644), mode)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import SWITCHES, TECHNIQUES
+from ..errors import AblateError
 from ..run.summary import FINISHED
 from .stats import mean_ci
 from .tables import md_table
@@ -277,6 +278,30 @@ def heatmap_figure(plt, runs: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def read_runs_csv(path: Path, columns, **read_kw) -> pd.DataFrame:
+    """A report's runs.csv as a DataFrame (``read_kw`` go to ``pd.read_csv``); AblateError in one line for a file
+    that is not one: unreadable, empty, binary, not CSV, or lacking one of ``columns``. The one reader of runs.csv
+    for ``ablate.report`` and ``ablate.report.factorial``."""
+    hint = "give the runs.csv python -m ablate.report writes"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError as e:
+        raise AblateError(f"{path} cannot be read ({e.strerror or e}); {hint}") from None
+    if not head.strip():
+        raise AblateError(f"{path} is empty; {hint}")
+    if b"\0" in head:
+        raise AblateError(f"{path} is a binary file, not a CSV; {hint}")
+    try:
+        df = pd.read_csv(path, **read_kw)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise AblateError(f"{path} is not a readable CSV ({' '.join(str(e).split())[:120]}); {hint}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise AblateError(f"{path} lacks the runs.csv columns {', '.join(sorted(missing))}; {hint}")
+    return df
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m ablate.report.factorial",
                                 description="The factorial analysis of a report's runs.csv, as markdown.")
@@ -296,14 +321,9 @@ def main(argv=None) -> None:
     if not args.runs_csv.is_file():
         p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a file; give a report's runs.csv\n")
     try:
-        df = pd.read_csv(args.runs_csv)
-    except (ValueError, UnicodeDecodeError) as e:
-        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} is not a readable CSV ({str(e).splitlines()[0]}); "
-                  f"give the runs.csv python -m ablate.report writes\n")
-    missing = [c for c in (*TECHNIQUES, "status", "verdict", "method") if c not in df]
-    if missing:
-        p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} lacks the columns {', '.join(missing)}; give the "
-                  f"runs.csv python -m ablate.report writes\n")
+        df = read_runs_csv(args.runs_csv, (*TECHNIQUES, "status", "verdict", "method"))
+    except AblateError as e:
+        p.exit(2, f"ablate.report.factorial: error: {e}\n")
     bad = unknown_switch_values(df)
     if bad:
         p.exit(2, f"ablate.report.factorial: error: {args.runs_csv} has the switch value {bad}; a switch is True or False "

@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import SWITCHES, TECHNIQUES
+from ..errors import AblateError
 from ..losses import reg_geometry
 from ..run.summary import FINISHED, STATUSES, read_config, read_summary, upgrade
+from .factorial import read_runs_csv
 
 SCHEDULING = ("seed", "logger", "checkpoint", "hydra", "device", "train.view_parallel", "train.log_every")
 SETTING = ("data", "backbone", "model", "train.epochs", "train.batch_size", "train.warmup_epochs", "eval")
@@ -195,14 +197,9 @@ def load_csv_runs(path: Path) -> list[dict]:
     """The runs of an earlier report's runs.csv, as records without curves or spectra (not kept there): a sweep
     that adds a dimension can be reported beside the runs it leaves unchanged without training them again."""
     try:
-        df = pd.read_csv(path, dtype={"seed": object})
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise SystemExit(f"ablate.report: error: {path} is not a readable CSV ({str(e).splitlines()[0]}); give "
-                         f"a runs.csv written by python -m ablate.report") from None
-    missing = {"dir", "method", "status", *TECHNIQUES} - set(df.columns)
-    if missing:
-        raise SystemExit(f"ablate.report: error: {path} lacks the runs.csv columns {', '.join(sorted(missing))}; "
-                         f"give a runs.csv written by python -m ablate.report")
+        df = read_runs_csv(path, ("dir", "method", "status", *TECHNIQUES), dtype={"seed": object})
+    except AblateError as e:  # main prints it in one line, exit 2
+        raise SystemExit(f"ablate.report: error: {e}") from None
     return [_csv_record(rec, path) for rec in df.astype(object).where(df.notna(), None).to_dict("records")]
 
 

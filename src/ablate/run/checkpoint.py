@@ -55,11 +55,12 @@ class CheckpointWriter:
 
     def __init__(self, background: bool = False):
         self.background, self.thread, self.error = background, None, None
+        self.saved = True  # the newest write's outcome (save_checkpoint's: False on a full disk)
 
     def save(self, run_dir: Path, state: dict, keep: str = "last") -> None:
         self.join()
         if not self.background:
-            save_checkpoint(run_dir, state, keep)
+            self.saved = save_checkpoint(run_dir, state, keep)
             return
         state = _to_cpu(state)
         self.thread = threading.Thread(target=self._write, args=(run_dir, state, keep), name="checkpoint")
@@ -67,7 +68,7 @@ class CheckpointWriter:
 
     def _write(self, run_dir: Path, state: dict, keep: str) -> None:
         try:
-            save_checkpoint(run_dir, state, keep)
+            self.saved = save_checkpoint(run_dir, state, keep)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by join
             self.error = e
 

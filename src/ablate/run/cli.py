@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ..config import group_options, groups, switches
 from ..errors import AblateError, ConfigError
+from .dist import check_launch
 from .hydra_args import (
     default_groups,
     is_info,
@@ -22,7 +23,7 @@ from .hydra_args import (
     sweep_args,
 )
 from .rundir import WRITE_ERRORS, RunLock, check_run_dir, unique_dir, write_problem
-from .summary import failure_summary, write_json
+from .summary import failure_summary, write_json, write_text
 
 # Each sweep cell appends its outcome to this file, named by the sweep's process: cells may run in other
 # processes (hydra/launcher=parallel, K at once, also on one GPU), and the sweep's exit status counts them all.
@@ -120,6 +121,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         if e.errno not in WRITE_ERRORS:
             raise
         _fail(str(write_problem(run_dir, e)))
+    if summary.get("status") == "failed":
+        _fail(f"{summary['error']} ({run_dir / 'summary.json'})", code=1)
     if summary.get("verdict") == "diverged":
         _fail(f"training diverged ({summary['verdict_reason']}); summary written to {run_dir / 'summary.json'}",
               code=1)
@@ -133,13 +136,13 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
     cell_threads()
     try:
         lock = RunLock(run_dir).acquire()
-    except AblateError as e:  # another process trains this cell: leave its directory alone
-        _cell_failed(run_dir, str(e))
+    except AblateError as e:  # another process (another sweep, say) trains this cell: its outcome, not ours
+        print(f"ablate: cell {run_dir} skipped: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return
     try:
         try:
             skip = check_run_dir(run_dir, cfg)
-        except AblateError as e:  # another config's run: nothing is written there
+        except AblateError as e:  # another config's run, or not a run's directory: nothing is written there
             _cell_failed(run_dir, str(e))
             return
         if skip is not None:
@@ -151,7 +154,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path) -> None:
     except AblateError as e:
         _cell_failed(run_dir, f"config error: {e}", cfg)
     except Exception as e:  # a crashing cell must not stop a sweep
-        (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        write_text(run_dir / "traceback.txt", traceback.format_exc())
         _cell_failed(run_dir, f"{type(e).__name__}: {e}", cfg)
     finally:
         lock.release()
@@ -167,9 +170,9 @@ def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
-    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hc.overrides.task))
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))  # each replaced, never written through a link
+    write_text(out / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
+    write_text(out / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
 
 
 def _cell_failed(run_dir: Path, why: str, cfg: DictConfig | None = None) -> None:
@@ -226,7 +229,8 @@ def preflight(args: list[str]) -> tuple[RunLock | None, list[str]]:
         with initialize_config_module("ablate.conf", version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
         run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
-    except Exception:  # Hydra reports its own composition errors when it composes again
+    except Exception as e:  # Hydra reports its own composition errors when it composes again
+        _unknown_key(e)
         return None, args
     with open_dict(cfg):
         del cfg["hydra"]
@@ -254,13 +258,52 @@ def preflight(args: list[str]) -> tuple[RunLock | None, list[str]]:
     return lock, args
 
 
+def _unknown_key(e: Exception) -> None:
+    """ConfigError in one line for Hydra's several-line message about a key the config does not hold."""
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", str(e))
+    if m and "not in struct" in f"{e} {e.__cause__}":
+        raise ConfigError(f"{m.group(1)} is not a config key; check its spelling (python -m ablate +method=NAME "
+                          f"-c job lists them), or write +{m.group(1)}=VALUE to add a key that a plugin reads")
+
+
+def check_sweep_keys(args: list[str]) -> None:
+    """A sweep's overrides composed once with each swept key at its first value: an unknown key is one line
+    before any cell starts, not a several-line error from Hydra."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    first = []
+    for a in override_args(args):
+        try:
+            (o,) = OverridesParser.create().parse_overrides([a])
+        except Exception:  # Hydra reports its own syntax errors
+            return
+        if o.is_hydra_override():
+            continue
+        if o.is_sweep_override():
+            value = next(iter(o.sweep_string_iterator()), None)
+            a = f"{a.split('=', 1)[0]}={value}"
+        first.append(a)
+    try:
+        with initialize_config_module("ablate.conf", version_base="1.3"):
+            compose("config", overrides=first)
+    except Exception as e:  # anything else: Hydra says it per cell
+        _unknown_key(e)
+
+
 def main() -> None:
     args, lock, status = order_groups(sys.argv[1:]), None, None
     if not is_info(args):
         try:
+            check_launch()
             check_overrides(args)
             if is_multirun(args):
-                args = [*sweep_args(args), "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
+                check_sweep_keys(args)
+                # -m first: Hydra's parser takes the overrides after its flags, in one run
+                args = ["-m", *(a for a in sweep_args(args) if a not in ("-m", "--multirun")),
+                        "hydra.output_subdir=null"]  # each cell writes .hydra/ itself
                 fd, status = tempfile.mkstemp(prefix="ablate-sweep-", suffix=".txt")
                 os.close(fd)
                 os.environ[SWEEP_STATUS] = status

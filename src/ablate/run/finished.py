@@ -1,5 +1,6 @@
 """A finished or running run directory, read back from its newest checkpoint (for the offline tools)."""
 
+import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -24,7 +25,20 @@ def load_run(run_dir: Path):
         raise RunError(str(e)) from None
     if state is None:
         raise RunError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one epoch")
+    check_current(run_dir, state)
     return state, OmegaConf.create(state["config"])
+
+
+def check_current(run_dir: Path, state: dict) -> None:
+    """RunError when the run's summary counts more epochs than its newest checkpoint holds (the last
+    checkpoint failed to write): the weights read would be an earlier epoch's, not the run's."""
+    try:
+        done = json.loads((Path(run_dir) / "summary.json").read_text()).get("epochs_completed")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(done, int) and done > state["epoch"]:
+        raise RunError(f"{run_dir}: the newest checkpoint holds epoch {state['epoch']} but the run trained {done} "
+                       f"(its last checkpoint was not written); run its training command again to restore it")
 
 
 def load_model(state, cfg):

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ..config import PRECISIONS
+from ..config import check_value
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # /proc/cpuinfo names; "bf16" is Arm's FEAT_BF16
@@ -68,8 +68,7 @@ def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
 def resolve(precision: str, device: torch.device, flags: set[str] | None = None) -> str:
     """``fp32`` or ``bf16``: ``auto`` is bf16 where the device has native bf16, else fp32; an explicit value
     is kept (bf16 on a CPU without it runs, emulated and slower)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision={precision} is unknown; choose one of: {', '.join(PRECISIONS)}")
+    check_value("train.precision", precision)  # the one check of the value (config.RULES)
     if precision == "auto":
         return "bf16" if native_bf16(device, flags) else "fp32"
     return precision
@@ -78,6 +77,7 @@ def resolve(precision: str, device: torch.device, flags: set[str] | None = None)
 def channels_last(value, device: torch.device, precision: str) -> bool:
     """``auto``: on for CUDA and CPUs (cuDNN and oneDNN convolutions run faster in NHWC, in fp32 and bf16;
     docs/performance.md, "Channels last"), off elsewhere (MPS)."""
+    check_value("train.channels_last", value)  # the one check of the value (config.RULES)
     if value == "auto":
         return device.type in ("cuda", "cpu")
     return bool(value)
@@ -103,10 +103,9 @@ def compile_aug(value, device: torch.device, images: int) -> bool:
     """``train.compile_aug``: ``auto`` compiles the colour ops (``augment.compiled_colour_ops``) on a CPU with a
     C++ compiler when the run augments at least ``COMPILE_AUG_MIN_IMAGES`` images (both views counted); an
     explicit true or false is kept."""
+    check_value("train.compile_aug", value)  # the one check of the value (config.RULES)
     if value == "auto":
         return device.type == "cpu" and images >= COMPILE_AUG_MIN_IMAGES and cxx_available()
-    if not isinstance(value, bool):
-        raise ValueError(f"train.compile_aug={value} is unknown; use auto, true or false")
     return value
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__
 from ..augment import eval_view
-from ..config import SWITCHES, ConfigError, check_config, switches
+from ..config import MIN_EVAL_IMAGES, SWITCHES, ConfigError, check_config, switches
 from ..data import load_data
 from ..diagnostics import (
     embedding_scale,
@@ -25,13 +25,14 @@ from ..diagnostics import (
     standardized_metrics,
     verdict,
 )
+from ..files import open_nofollow
 from ..method import TERMS, Baseline, JointEmbedding, equivalences
 from ..models import embed
 from . import dist as D
 from .checkpoint import CheckpointWriter, finish_checkpoints, load_checkpoint, save_checkpoint
 from .hardware import deterministic_kernels, resolve
 from .logger import NullLogger, make_logger
-from .rundir import config_diff, resumable_config, upgrade_config
+from .rundir import config_diff, drop_derived, resumable_config, upgrade_config
 from .step import Stepper, build_runner, lookahead
 from .summary import FINAL, SCHEMA, finished_summary, linear_top1, run_summary, write_summary, write_text
 
@@ -182,6 +183,7 @@ class RunState:
     logger_id: str | None = None
     metrics_init: dict | None = None  # the untrained initialization's metrics (epoch 0), summary.json's metrics_init
     before: dict = field(default_factory=dict)  # the evaluation row before ``last`` (``settled`` compares them)
+    checkpoint_saved: bool = True   # the newest checkpoint write succeeded (a failed last one fails the run)
     features: tuple | None = field(default=None, repr=False)  # (step, features) of the newest evaluation, not saved
 
 
@@ -196,7 +198,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     t_start = time.time()
     _log_switches(cfg)
     if writer:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        drop_derived(run_dir)  # linear_eval.json of the weights this run is about to change
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # replaced, never through a link
     device, data, model, stepper = setup_run(cfg)
     state = resume(run_dir, cfg, model, stepper, data, t_start, writer)
     logger = make_logger(cfg, run_dir, state.logger_id) if writer else NullLogger()
@@ -205,9 +208,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     diverged = train_epochs(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
     summary = run_summary(cfg, state, model, stepper, data, diverged,
                           None if diverged is not None else final_features(state, model, stepper, data, cfg))
+    if not state.checkpoint_saved:  # the tools would read the previous epoch's weights as this run's
+        summary.update(status="failed", error=f"the epoch {state.epoch} checkpoint could not be written (see the "
+                       f"warning above); free disk space and run the same command again to train that epoch again")
     if writer:
         write_summary(run_dir, summary, logger)
-        finish_checkpoints(run_dir, cfg.checkpoint.keep)
+        if state.checkpoint_saved:
+            finish_checkpoints(run_dir, cfg.checkpoint.keep)
     return summary
 
 
@@ -232,6 +239,9 @@ def setup_run(cfg: DictConfig):
     if device.type == "cpu" and cfg.train.deterministic:
         deterministic_kernels()
     data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
+    if len(data.test_x) < MIN_EVAL_IMAGES:  # eval.test_size is checked up front; a small test split only here
+        raise ConfigError(f"the {cfg.data.name} test split holds {len(data.test_x)} images; a verdict needs at least "
+                          f"{MIN_EVAL_IMAGES} held-out images: give the data a larger test split")
     model, stepper = build_runner(cfg, data, device)
     if n_ranks > 1:  # same initial model everywhere (DDP broadcasts it too), own augmentations per rank
         torch.manual_seed(cfg.seed + rank)
@@ -256,6 +266,7 @@ def train_epochs(state: RunState, model, stepper: Stepper, data, cfg: DictConfig
         if diverged is not None:
             state.last.update(terms)
             ckpts.join()
+            state.checkpoint_saved = ckpts.saved
             return diverged
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.train.epochs - 1:
             record_evaluation(state, evaluation_row(state, terms, model, stepper, data, cfg, epoch),
@@ -268,6 +279,7 @@ def train_epochs(state: RunState, model, stepper: Stepper, data, cfg: DictConfig
         if state.stopped_early is not None:
             break
     ckpts.join()
+    state.checkpoint_saved = ckpts.saved
     return None
 
 
@@ -309,7 +321,7 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepp
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         if writer:
-            metrics_path.write_text("")
+            write_text(metrics_path, "")
         state = RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
         state.metrics_init = evaluate_init(state, model, stepper, data, cfg)
         return state
@@ -389,7 +401,7 @@ def record_evaluation(state: RunState, row: dict, model: JointEmbedding, data, c
     """Append ``row`` to metrics.jsonl (``run_dir`` None: not this rank's job), log it, and count the
     evaluations in a row whose verdict is collapse for ``train.early_stop_collapse``."""
     if run_dir is not None:
-        with (run_dir / "metrics.jsonl").open("a") as f:
+        with open_nofollow(run_dir / "metrics.jsonl", "a") as f:  # never appends through a link
             f.write(json.dumps(row) + "\n")
     progress.epoch(row)
     logger.epoch(row)

@@ -4,6 +4,7 @@ before anything is written into its directory."""
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import time
@@ -15,6 +16,24 @@ from ..errors import AblateError, ConfigError
 from .summary import finished_summary
 
 LOCK = ".ablate.lock"
+# The files a run and its tools write into a run directory: no other file may take one of these names.
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "checkpoint.pt", "checkpoint.prev.pt", LOCK,
+             "traceback.txt", "linear_eval.json", "summary.json.unreadable", ".hydra")
+
+
+DERIVED = ("linear_eval.json",)  # computed from a checkpoint by a tool: stale once the run trains again
+
+
+def drop_derived(run_dir: Path) -> None:
+    """Remove the files a tool derived from this run's checkpoint: the run trains again, so they describe
+    weights that are about to change (a linear_eval.json of an unfinished run, say)."""
+    for name in DERIVED:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is the name of a file a run writes (``checkpoint.epochN.pt`` included)."""
+    return name in RUN_FILES or (name.startswith("checkpoint.") and name.endswith(".pt"))
 WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
 
 
@@ -40,8 +59,11 @@ class RunLock:
         try:
             if create:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0), 0o644)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunDirError(f"{self.path} is a symbolic link; a run never writes through links: remove "
+                                  f"it") from None
             raise write_problem(self.run_dir, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,18 +133,46 @@ def _stored_config(run_dir: Path) -> dict | None:
         return upgrade_config(ckpt["config"])
     path = run_dir / "config.yaml"
     if path.is_file():
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        config.pop("logger", None)
-        return upgrade_config(config)
+        return _comparable(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
     return None
+
+
+def _comparable(config: dict) -> dict:
+    """What two runs must share to be one run: where logs go and which checkpoints are kept once it finishes
+    (``checkpoint.keep=none`` leaves only config.yaml, which records it) do not change what is trained."""
+    config.pop("logger", None)
+    config.pop("checkpoint", None)
+    return upgrade_config(config)
+
+
+def check_run_files(run_dir: Path) -> None:
+    """RunDirError when ``run_dir`` is not a run's directory: it holds files but none a run writes (the user's
+    own files, which a run would write among), or a run's file there is a symbolic link (a write would land
+    wherever it points)."""
+    if str(run_dir) in ("", "."):
+        raise RunDirError("hydra.run.dir is empty or '.', the current directory; give a directory of its own")
+    names = {p.name for p in run_dir.iterdir()}
+    if names and not any(is_run_file(n) for n in names):
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise RunDirError(f"{run_dir} holds files that are not a run's ({shown}); nothing was changed: choose a new "
+                          f"or empty hydra.run.dir")
+    hydra = run_dir / ".hydra"
+    inner = [hydra / n for n in os.listdir(hydra)] if hydra.is_dir() and not hydra.is_symlink() else []
+    links = [p for p in [run_dir / n for n in sorted(names)] + inner
+             if p.is_symlink() and (is_run_file(p.name) or p.parent == hydra or p.name.startswith("."))]
+    if links:
+        raise RunDirError(f"{links[0]} is a symbolic link; a run never writes through links: remove it (nothing "
+                          f"was changed)")
 
 
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> str | None:
     """Read-only: None when ``cfg`` may train (or resume) in ``run_dir``; the line to print when it holds the
-    same config's finished run (skip). ConfigError when it holds another config's run, finished or not."""
+    same config's finished run (skip). ConfigError when it holds another config's run, finished or not;
+    RunDirError when it is not a run's directory (``check_run_files``)."""
 
     if not run_dir.is_dir():
         return None
+    check_run_files(run_dir)
     finished = finished_summary(run_dir / "summary.json", keep_copy=False)
     stored = _stored_config(run_dir) if finished is not None or (run_dir / "checkpoint.pt").exists() \
         or (run_dir / "checkpoint.prev.pt").exists() else None
@@ -144,13 +194,11 @@ def config_diff(a, b, prefix="") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b), key=str)
                 for d in config_diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+    same = a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    return [] if same else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
 def resumable_config(cfg) -> dict:
     """The config a checkpoint must match; where logs go does not change what is trained, nor does how a CPU
     step is scheduled (``train.view_parallel``, which like the thread count changes only the rounding)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c.pop("logger", None)
-    c.pop("checkpoint", None)
-    return upgrade_config(c)
+    return _comparable(OmegaConf.to_container(cfg, resolve=True))

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..config import check_value
 from ..errors import ConfigError
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -45,8 +46,7 @@ def resolve(value, device: torch.device, model: nn.Module, compiled: bool, compi
             processes: int) -> bool:
     """``train.view_parallel``: ``auto`` splits the step on a CPU with at least two torch threads, in one process,
     for a joint-embedding model in eager mode; ``true`` where it cannot run is a one-line error."""
-    if value not in ("auto", True, False):
-        raise ConfigError(f"train.view_parallel={value} is unknown; use auto, true or false")
+    check_value("train.view_parallel", value)  # the one check of the value (config.RULES)
     if value is False:
         return False
     why = ("it runs on a CPU only" if device.type != "cpu"

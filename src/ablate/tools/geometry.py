@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..augment import eval_view, two_views
+from ..config import check_device
 from ..data import load_data
 from ..diagnostics import class_share, cone, view_agreement
 from ..errors import AblateError
@@ -25,6 +26,7 @@ from ..method import JointEmbedding
 from ..models import embed
 from ..run.checkpoint import load_checkpoint
 from ..run.dist import pick_device
+from ..run.finished import RunError, check_current
 
 HEADER = ("| run | epoch | ‖mean‖ / spread | min cos to mean | top direction: variance share, abs cos to mean "
           "| views agree: all, top direction | class share |")
@@ -49,6 +51,10 @@ def run_geometry(run_dir: Path, seed: int = 0, device: str = "cpu") -> dict:
     if state is None:
         raise GeometryError(f"{run_dir} holds no checkpoint.pt: pass a run directory that trained at least one "
                             f"epoch (summary.json's run_dir)")
+    try:
+        check_current(run_dir, state)
+    except RunError as e:
+        raise GeometryError(str(e)) from None
     cfg = OmegaConf.create(state["config"])
     if cfg.method.get("baseline"):
         raise GeometryError(f"{run_dir} is a baseline run ({cfg.method.baseline}): its projector is never trained, "
@@ -90,6 +96,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the two augmented views (default 0)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     args = ap.parse_args(argv)
+    try:
+        check_device(args.device, "--device")
+    except AblateError as e:
+        print(f"ablate.geometry: error: {e}", file=sys.stderr)
+        return 2
     device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:

@@ -12,6 +12,7 @@ The data is the run's own (``ablate.data.load_data`` with the run's saved config
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..augment import crop_boxes, eval_view, normalize_float, resized_crop_flip
+from ..config import check_device
 from ..data import DataError, load_data
+from ..errors import AblateError
 from ..models import embed
 from ..optim import build_optimizer, lr_at, param_groups, set_lr
 from ..run.finished import RunError, load_model, load_run
+from ..run.rundir import is_run_file
 
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -144,6 +148,21 @@ def protocol(cfg, d: int, classes: int, n_train: int, n_test: int, mean, std, de
     }
 
 
+def check_writable(out: Path) -> None:
+    """AblateError unless ``out`` can be written as the result file: not a directory, not the name of another
+    file a run writes, in a directory this process can create and write."""
+    if out.is_dir():
+        raise AblateError(f"--out {out} is a directory; give a file name like {out / 'linear_eval.json'}")
+    if out.name != "linear_eval.json" and is_run_file(out.name):
+        raise AblateError(f"--out {out} is the name of a run's own file; choose another name")
+    parent = out.parent.absolute()
+    while not parent.exists():  # created only once there is a result to write
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise AblateError(f"cannot write {out}: {parent} is {'not a directory' if not parent.is_dir() else 'read-only'}"
+                          f"; choose a writable --out")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ablate.tools.linear", description="Offline linear evaluation of a "
                                  "run's frozen backbone; writes linear_eval.json.")
@@ -176,6 +195,12 @@ def main(argv=None) -> int:
         return fail(f"--weight-decay {args.weight_decay} must be >= 0 and --momentum {args.momentum} in [0, 1)")
     if not 0 < args.crop_min <= 1:
         return fail(f"--crop-min {args.crop_min} must be in (0, 1]")
+    out = args.out or args.run_dir / "linear_eval.json"
+    try:  # both refused before the training, not after it
+        check_device(args.device, "--device")
+        check_writable(out)
+    except AblateError as e:
+        return fail(str(e))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         res = linear_eval(args.run_dir, args.epochs, args.batch_size, args.lr, args.optimizer, args.weight_decay,
@@ -185,7 +210,6 @@ def main(argv=None) -> int:
         return fail(str(e))
     from ..run.summary import write_json
 
-    out = args.out or args.run_dir / "linear_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, res)
     print(f"linear top-1 {res['top1']:.2f}% (chance {res['chance_top1']:.1f}%) on {res['protocol']['test_images']} "
