@@ -164,7 +164,7 @@ BAD = [
     ("data.image_size=0", "data.image_size=0 must be an integer >= 8"),
     ("device=tpu", "device=tpu is unknown"),
     ("train.compile_aug=maybe", "train.compile_aug=maybe must be auto, true or false"),
-    ("train.compile=auto", "train.compile=auto must be true or false"),
+    ("train.compile=auto", "train.compile=auto must be true, false or reduce-overhead"),
 ]
 if not torch.cuda.is_available():
     BAD.append(("device=cuda", "device=cuda but CUDA is not available here"))

@@ -39,6 +39,9 @@ class CompiledParts:
     carries tau into the compiled EMA update."""
 
     def __init__(self, forward, opt: torch.optim.Optimizer, device: torch.device, mode: str):
+        # a fresh cache per run: a sweep's cells trained one after another in one process (Hydra's basic
+        # launcher) would otherwise pile their models' graphs up to dynamo's recompile limit, then run eager
+        torch._dynamo.reset()
         self.mode = mode
         self.forward = torch.compile(forward, mode=mode)
         self.opt_step = torch.compile(opt.step, mode=mode)

@@ -121,6 +121,8 @@ def upgrade_config(config: dict) -> dict:
     if isinstance(config.get("train"), dict):
         config["train"].setdefault("compile_aug", False)  # augmentation was eager before the switch existed
         config["train"].pop("view_parallel", None)  # scheduling, not what is trained (rundir.resumable_config)
+    if isinstance(config.get("eval"), dict):
+        config["eval"].setdefault("precision", "fp32")  # diagnostics ran in fp32 before eval.precision existed
     return config
 
 
