@@ -6,7 +6,6 @@ import io
 import logging
 import math
 import os
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cache import file_digest, load_cache, save_cache, spot_check
 from .errors import DataError
-from .files import atomic_write, seal, unseal
 
 log = logging.getLogger("ablate")
 
@@ -198,57 +197,6 @@ def _check_npz(arrays: dict, path: Path) -> None:
             raise DataError(f"{path}: y_{split} is {y.dtype} {y.shape}; expected {len(x)} integer labels")
 
 
-def _load_cache(path: Path, load):
-    """``load(BytesIO)`` of a verified cache entry, or None (missing, not this user's own file, or failing its
-    checksum: rebuilt). The checksum notices damage, not a planted entry: that is what the key (a hash of the
-    source's content) and the caller's spot check of decoded images against the source are for."""
-    if not path.exists():
-        return None
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-            raise ValueError("not a regular file of this user that only this user can write")
-        return load(io.BytesIO(unseal(path.read_bytes())))
-    except Exception as e:  # a damaged entry is rebuilt, never trained on
-        log.warning("cache entry %s is unusable (%s); decoding again", path, e)
-        return None
-
-
-def _save_cache(path: Path, save) -> None:
-    buf = io.BytesIO()
-    save(buf)
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: tmp.write_bytes(seal(buf.getvalue())))
-    except OSError as e:  # a cache that cannot be written costs a decode next time, nothing more
-        log.warning("could not write the cache entry %s (%s)", path, e)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes: a cache entry is keyed by what the file holds, not by its name."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-SPOT_CHECKS = 8  # cached images decoded again from the source on every read, at random
-
-
-def _spot_check(cached: np.ndarray | torch.Tensor, decode_one, n: int, what: str) -> bool:
-    """Whether ``SPOT_CHECKS`` random images of a cache entry equal their decode from the source (decoding
-    is deterministic): an entry planted with other pixels is caught, without a secret to sign it with."""
-    if len(cached) != n:
-        log.warning("cache entry of %s holds %d images, the source %d; decoding again", what, len(cached), n)
-        return False
-    for i in np.random.default_rng().choice(n, min(SPOT_CHECKS, n), replace=False).tolist():
-        if not np.array_equal(np.asarray(cached[i]), np.asarray(decode_one(i))):
-            log.warning("cache entry of %s differs from its source at image %d; decoding again", what, i)
-            return False
-    return True
-
-
 def _npz_cache(cfg, f, path: Path) -> dict:
     """JPEG bytes: decode once, cache the images keyed by the SHA-256 of the file's content; the labels are
     always the file's own."""
@@ -259,12 +207,12 @@ def _npz_cache(cfg, f, path: Path) -> dict:
         with np.load(buf) as c:
             return {k: c[k] for k in c.files}
 
-    arrays = _load_cache(cache, load)
+    arrays = load_cache(cache, load)
     for split in ("train", "test"):
         if arrays is None:
             break
         buf, off = f[f"{split}_jpeg"], f[f"{split}_offsets"]
-        if str(arrays.get("source_sha256")) != digest or not _spot_check(
+        if str(arrays.get("source_sha256")) != digest or not spot_check(
                 arrays[f"x_{split}"], lambda i, b=buf, o=off: _decode_jpegs(b, o[i:i + 2])[0], len(off) - 1, path):
             arrays = None
     if arrays is None:
@@ -273,7 +221,7 @@ def _npz_cache(cfg, f, path: Path) -> dict:
                       "x_test": _decode_jpegs(f["test_jpeg"], f["test_offsets"]), "source_sha256": digest}
         except (OSError, ValueError, IndexError) as e:
             raise DataError(f"{path}: cannot decode its JPEG bytes ({e})") from None
-        _save_cache(cache, lambda buf: np.savez(buf, **arrays))
+        save_cache(cache, lambda buf: np.savez(buf, **arrays))
     return {"x_train": arrays["x_train"], "x_test": arrays["x_test"], "y_train": f["y_train"], "y_test": f["y_test"]}
 
 
@@ -394,7 +342,7 @@ def _decode(ds, indices, workers: int, skip_bad: bool, size: int):
 def _folder_cache_path(cfg, ds, split, n):
     """Cache key: the class vocabulary, the file list with each file's label, size and mtime, the image size,
     how many images are kept and skip_bad. Hashing every image's bytes would cost a read of the whole tree per
-    run; instead each read decodes a few cached images again (``_spot_check``)."""
+    run; instead each read decodes a few cached images again (``cache.spot_check``)."""
     h = hashlib.sha256(f"{cfg.image_size}:{n}:{bool(cfg.get('skip_bad'))}:{ds.classes}".encode())
     for path, label in ds.samples:
         st = os.stat(path)
@@ -409,12 +357,12 @@ def _folder_split(cfg, split, classes, keep=None, seed=0):
     n = len(ds) if keep is None else min(keep, len(ds))
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     cache = _folder_cache_path(cfg, ds, split, n) if cfg.get("cache_dir") else None
-    cached = _load_cache(cache, lambda buf: torch.load(buf, weights_only=True)) if cache is not None else None
+    cached = load_cache(cache, lambda buf: torch.load(buf, weights_only=True)) if cache is not None else None
     if cached is not None and _folder_cache_ok(cached, ds, idx, cfg):
         return cached["x"], cached["y"], ds
     x, y = _decode(ds, idx, cfg.get("workers", 0), bool(cfg.get("skip_bad")), cfg.image_size)
     if cache is not None:
-        _save_cache(cache, lambda buf: torch.save({"x": x, "y": y}, buf))
+        save_cache(cache, lambda buf: torch.save({"x": x, "y": y}, buf))
     return x, y, ds
 
 
@@ -426,7 +374,7 @@ def _folder_cache_ok(cached: dict, ds, idx: list[int], cfg) -> bool:
     if not torch.equal(cached["y"], y):
         log.warning("cache entry of %s holds other labels than its files; decoding again", ds.root)
         return False
-    return _spot_check(cached["x"], lambda i: ds[idx[i]][0], len(idx), ds.root)
+    return spot_check(cached["x"], lambda i: ds[idx[i]][0], len(idx), ds.root)
 
 
 class FolderStream:
