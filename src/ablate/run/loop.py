@@ -179,18 +179,14 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         return finished
     t_start = time.time()
     _log_switches(cfg)
-    if writer:
-        drop_derived(run_dir)  # linear_eval.json of the weights this run is about to change
-    if writer:  # replaced, never written through a link
+    if writer:  # linear_eval.json describes weights about to change; config.yaml replaced, not written through
+        drop_derived(run_dir)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     device = D.pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cpu" and cfg.train.deterministic:
         deterministic_kernels()
-    data = load_data(cfg.data, cfg.eval, cfg.seed).to(device)
-    if len(data.test_x) < MIN_EVAL_IMAGES:  # eval.test_size is checked up front; a small test split only here
-        raise ConfigError(f"the {cfg.data.name} test split holds {len(data.test_x)} images; a verdict needs at least "
-                          f"{MIN_EVAL_IMAGES} held-out images: give the data a larger test split")
+    data = check_eval_size(load_data(cfg.data, cfg.eval, cfg.seed), cfg).to(device)
     model, stepper = build_runner(cfg, data, device)
     if n_ranks > 1:  # same initial model everywhere (DDP broadcasts it too), own augmentations per rank
         torch.manual_seed(cfg.seed + rank)
@@ -201,8 +197,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     logger = make_logger(cfg, run_dir, state.logger_id) if writer else NullLogger()
     state.logger_id = logger.run_id
     progress, diverged = Progress(cfg.train.epochs, stepper.steps_per_epoch), None
-    last_epoch = cfg.train.epochs if state.stopped_early is None else state.epoch
-    saved = True  # whether the newest checkpoint was written
+    last_epoch, saved = cfg.train.epochs if state.stopped_early is None else state.epoch, True  # saved: newest ckpt
     if cfg.method.get("baseline") == "random":  # no training step: BN statistics, then the same evaluation
         last_epoch = state.epoch
         evaluate_untrained(state, model, stepper, data, cfg, device, run_dir if writer else None, progress, logger)
@@ -222,13 +217,24 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             break
     summary = run_summary(cfg, state, model, stepper, data, device, diverged)
     if not saved:  # the tools would read the previous epoch's weights as this run's: not a finished run
-        summary.update(status="failed", error=f"the epoch {state.epoch} checkpoint could not be written (see the "
-                       f"warning above); free disk space and run the same command again to train that epoch again")
+        summary.update(status="failed", error=f"the epoch {state.epoch} checkpoint could not be written; {UNSAVED}")
     if writer:
         write_summary(run_dir, summary, logger)
         if saved:
             finish_checkpoints(run_dir, cfg.checkpoint.keep)
     return summary
+
+
+UNSAVED = "free disk space and run the same command again to train that epoch again"
+
+
+def check_eval_size(data, cfg: DictConfig):
+    """``data``, or a ConfigError when its held-out split is too small for a verdict: eval.test_size is checked
+    up front (config.RULES), a data set's own small test split only once loaded."""
+    if len(data.test_x) < MIN_EVAL_IMAGES:
+        raise ConfigError(f"the {cfg.data.name} test split holds {len(data.test_x)} images; a verdict needs at least "
+                          f"{MIN_EVAL_IMAGES} held-out images: give the data a larger test split")
+    return data
 
 
 def evaluate_untrained(state: RunState, model, stepper: "Stepper", data, cfg: DictConfig, device: torch.device,
