@@ -159,10 +159,11 @@ def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
     cfg = cfg_factory("+method=simsiam", *TINY, "train.epochs=2")
     first = T.train(cfg, tmp_path)
-    assert len(calls) == 2  # one an epoch; the final probe reads the second epoch's features
+    assert len(calls) == 3  # the initialization's, then one an epoch; the final probe reads the second epoch's
     (tmp_path / "summary.json").unlink()  # every epoch checkpointed, no summary: the resume only summarizes
     again = T.train(cfg, tmp_path)
-    assert len(calls) == 3  # its features come from a fresh evaluation of the restored model
+    assert len(calls) == 4  # its features come from a fresh evaluation of the restored model
+    assert again["metrics_init"] == first["metrics_init"]  # kept in the checkpoint, not evaluated again
     assert again["metrics"] == first["metrics"] and again["spectrum_z"] == first["spectrum_z"]
 
 

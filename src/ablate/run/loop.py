@@ -1,5 +1,6 @@
-"""The trainer: resume, train epoch by epoch, evaluate, checkpoint, summarize. The method it trains, with
-every switch, is ``method.py``; the run summary's schema is ``summary.py``."""
+"""The trainer: resume, evaluate the initialization, train epoch by epoch, evaluate, checkpoint, summarize. The
+method it trains, with every switch, is ``method.py``; its step strategies are ``step.py``; summary.json is
+built, written, read and upgraded by ``summary.py``."""
 
 import copy
 import json
