@@ -6,10 +6,11 @@ from hydra import compose, initialize_config_module
 
 from ablate.config import TECHNIQUES
 
-# Tiny model settings so every test trains in well under a second.
+# Tiny model settings so every test trains in well under a second, on the CPU (device=auto would take a GPU
+# where there is one, and these tests expect the CPU's behaviour: its kernels, precision and determinism).
 TINY = ["backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16",
         "data.train_size=64", "data.test_size=32", "eval.bank_size=64", "eval.linear.epochs=2",
-        "train.epochs=1", "train.warmup_epochs=0"]
+        "train.epochs=1", "train.warmup_epochs=0", "device=cpu"]
 
 
 def rows(run):
@@ -21,6 +22,16 @@ def rows(run):
 def make_cfg(*overrides):
     with initialize_config_module("ablate.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip on a machine without a CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

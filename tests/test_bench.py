@@ -13,7 +13,7 @@ import torch
 
 TINY = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--images", "64", "--aug-batch", "32", "--workers", "1",
         "backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16", "data.train_size=64",
-        "data.test_size=32", "eval.bank_size=64"]
+        "data.test_size=32", "eval.bank_size=64", "device=cpu"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

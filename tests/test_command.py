@@ -3,6 +3,7 @@ every console script named in pyproject.toml is an importable callable."""
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from ablate.config import ConfigError
 from ablate.run.cli import check_overrides
 from ablate.run.hydra_args import override_args
 
-tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,8 +62,21 @@ def test_flag_values_are_not_overrides():
     assert override_args(args) == ["+method=byol", "~ema", "x=1"]
 
 
+def console_scripts(text: str) -> dict[str, str]:
+    """pyproject.toml's ``[project.scripts]`` table (``name = "module:func"`` lines), read without tomllib, which
+    Python 3.10 lacks."""
+    table = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S).group(1)
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', table, re.M))
+
+
+def test_console_scripts_are_read_as_tomllib_reads_them():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    text = (ROOT / "pyproject.toml").read_text()
+    assert console_scripts(text) == tomllib.loads(text)["project"]["scripts"]
+
+
 def test_console_scripts_name_importable_callables(capsys):
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = console_scripts((ROOT / "pyproject.toml").read_text())
     assert set(scripts) == {"ablate", "ablate-report", "ablate-geometry", "ablate-bench", "ablate-export",
                             "ablate-linear", "ablate-factorial"}
     for name, target in scripts.items():

@@ -270,14 +270,14 @@ def test_reg_is_applied_after_the_row_in_any_order():
     assert sweep_args(["-m", "+reg=none,var"])[-1] == "+reg=none,var"
 
 
-# 40 overrides, each a setting at its default value (plus the tiny sizes)
+# 40 overrides, each a setting at its default value (plus the tiny sizes and device=cpu)
 MANY = [*TINY, "eval.knn_t=0.1", "eval.batch_size=1024", "eval.linear.batch_size=256", "eval.linear.lr=0.1",
         "eval.linear.weight_decay=0.0", "aug.flip_p=0.5", "aug.jitter_p=0.8", "aug.brightness=0.4",
         "aug.contrast=0.4", "aug.hue=0.1", "aug.gray_p=0.2", "optim.momentum=0.9", "optim.eta=0.02",
         "optim.final_lr_frac=0.002", "optim.exclude_bias_norm=true", "optim.predictor_fixed_lr=false",
         "train.log_every=10", "train.compile=false", "train.precision=auto", "train.deterministic=true",
         "verdict.collapse_std_ratio=0.1", "verdict.collapse_scale_ratio=0.1", "verdict.dim_collapse_rank_frac=0.01",
-        "data.data_seed=0", "data.image_size=32", "device=cpu", "train.channels_last=auto", "eval.every=1",
+        "data.data_seed=0", "data.image_size=32", "aug.saturation=0.2", "train.channels_last=auto", "eval.every=1",
         "eval.knn_k=200", "seed=0", "reg_geometry=auto"]
 
 
