@@ -1,10 +1,17 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 
 from ablate.config import TECHNIQUES
+from ablate.run.rundir import LOCK
 
 # Tiny model settings so every test trains in well under a second, on the CPU (device=auto would take a GPU
 # where there is one, and these tests expect the CPU's behaviour: its kernels, precision and determinism).
@@ -58,3 +65,40 @@ def switch_overrides(on: dict) -> list[str]:
     options = {"ema": "cosine", "stop_grad": "target", "predictor": "mlp", "batchnorm": "heads",
                "var": "hinge", "cov": "offdiag"}
     return [f"{t}={options[t] if on[t] else 'none'}" for t in TECHNIQUES]
+
+
+def run_ablate(*args, cwd, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def popen(*args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that: restore Ctrl-C
+    return subprocess.Popen([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(read, proc, what: str, timeout=120):
+    """``read()``'s value once it stops raising OSError or ValueError, while the run is still alive."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            return read()
+        except (OSError, ValueError):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+    raise AssertionError(f"the run never {what}")
+
+
+def wait_for_claim(run_dir: Path, proc, timeout=120) -> dict:
+    """The lock file's holder, once the run has taken the directory."""
+    return wait_for(lambda: json.loads((run_dir / LOCK).read_text()), proc, "locked its directory", timeout)
+
+
+def one_error_line(r, code=2) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code and len(lines) == 1 and lines[0].startswith("ablate: error: "), r.stderr
+    return lines[0]

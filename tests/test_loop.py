@@ -1,5 +1,5 @@
-"""A run killed with SIGKILL in the middle of an epoch and started again with the same command ends with the
-same metrics as a run that was never interrupted (CPU, fixed seed, deterministic kernels)."""
+"""The training loop (ablate.run.loop): a run killed mid-epoch resumes to the same metrics, early stop on collapse,
+the final probe reads the last evaluation, and CPU runs are deterministic for a seed."""
 
 import json
 import os
@@ -76,3 +76,56 @@ def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
     assert s["stopped_early_epoch"] is None and s["epochs_completed"] == 4
     with pytest.raises(ConfigError, match="train.early_stop_collapse=0 must be an integer >= 1"):
         train(cfg_factory("+method=simsiam", *TINY, "train.early_stop_collapse=0"), tmp_path / "bad")
+
+
+def test_deterministic_runs_skip_the_nan_fill_of_new_tensors_with_the_same_numbers(tmp_path, cfg_factory,
+                                                                                    monkeypatch):
+    """Under the fill, an op reading memory it never wrote would read NaN; without it, garbage: a run equals one
+    with the fill on only if no op does."""
+    import torch
+    import torch.utils.deterministic
+
+    from ablate.run import hardware as precision
+    from ablate.run import loop as T
+
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)  # restored afterwards
+
+    def with_fill():
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+
+    runs = []
+    for name, kernels in (("fill", with_fill), ("default", precision.deterministic_kernels)):
+        monkeypatch.setattr(T, "deterministic_kernels", kernels)
+        runs.append(T.train(cfg_factory("+method=byol", "var=hinge", *TINY, "train.epochs=2"), tmp_path / name))
+        assert torch.utils.deterministic.fill_uninitialized_memory is (name == "fill")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["spectrum_z"] == runs[1]["spectrum_z"]
+    assert rows(tmp_path / "fill") == rows(tmp_path / "default")
+
+
+def test_the_final_probe_reads_the_last_evaluation_and_a_resume_evaluates_again(tmp_path, cfg_factory,
+                                                                                 monkeypatch):
+    from ablate.run import loop as T
+
+    calls, evaluate = [], T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    cfg = cfg_factory("+method=simsiam", *TINY, "train.epochs=2")
+    first = T.train(cfg, tmp_path)
+    assert len(calls) == 2  # one an epoch; the final probe reads the second epoch's features
+    (tmp_path / "summary.json").unlink()  # every epoch checkpointed, no summary: the resume only summarizes
+    again = T.train(cfg, tmp_path)
+    assert len(calls) == 3  # its features come from a fresh evaluation of the restored model
+    assert again["metrics"] == first["metrics"] and again["spectrum_z"] == first["spectrum_z"]
+
+
+def test_cpu_runs_are_deterministic_for_a_seed(tmp_path, cfg_factory):
+    from ablate.run.loop import train
+
+    runs = []
+    for i in range(2):
+        cfg = cfg_factory("+method=byol", "var=hinge", *TINY, "train.epochs=2")
+        runs.append(train(cfg, tmp_path / str(i)))
+    a, b = (r["metrics"] for r in runs)
+    assert a == b
+    assert rows(tmp_path / "0") == rows(tmp_path / "1")
