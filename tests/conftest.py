@@ -48,12 +48,24 @@ def cfg_factory():
 
 @pytest.fixture
 def one_thread():
-    """Torch on one thread for the test: on a shared, loaded CPU two spinning OpenMP threads make tiny steps
-    100x slower."""
-    from ablate.bench import torch_threads
+    """Kept for tests that name it: every test already runs on one torch thread (``_one_torch_thread``)."""
+    torch.set_num_threads(1)
 
-    with torch_threads(1):
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Every test on one torch thread unless marked ``default_threads``: the tests' tiny models run faster on one
+    thread than on two, whose OpenMP handoffs cost more than the work, and on a loaded CPU two spinning threads
+    make tiny steps 100x slower. Tests that need more threads (the split step) ask for them."""
+    if request.node.get_closest_marker("default_threads"):
         yield
+        return
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
 
 
 @pytest.fixture(autouse=True)
@@ -71,6 +83,29 @@ def run_ablate(*args, cwd, timeout=300):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@pytest.fixture
+def refused(monkeypatch, capsys):
+    """``python -m ablate ARGS`` run in this process, for input the command refuses before it hands over to Hydra
+    (what a subprocess would add is the interpreter's start): a CompletedProcess with the exit status and what
+    it printed. Reaching Hydra's main fails the test."""
+    from ablate.run import cli
+
+    monkeypatch.setattr(cli, "_hydra_main", lambda: pytest.fail("the command reached Hydra's main"))
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["ablate", *args])
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["ablate", *args], code, out, err)
+
+    return run
 
 
 def popen(*args, cwd):
@@ -102,3 +137,21 @@ def one_error_line(r, code=2) -> str:
     lines = r.stderr.strip().splitlines()
     assert r.returncode == code and len(lines) == 1 and lines[0].startswith("ablate: error: "), r.stderr
     return lines[0]
+
+
+# One Table 4 sweep that several tests read (a sweep with its baselines costs seconds of subprocesses): the row
+# without predictor or BN, No Reg, seeds 0 and 1, an unknown optimizer beside sgd so that two of its four cells
+# fail. +reg comes before +row: the CLI orders them.
+TABLE4_CELL = ["+experiment=vicreg_table4", "+reg=none", "+row=simsiam_no_pred_no_bn", *TINY]
+TABLE4_SWEEP = ["optim.name=bogus,sgd", "seed=0,1"]
+
+
+@pytest.fixture(scope="session")
+def table4_sweep(tmp_path_factory):
+    """(sweep dir, the finished ``python -m ablate -m`` process) of TABLE4_CELL x TABLE4_SWEEP, two cells at a time
+    under hydra/launcher=parallel; its baselines are added once per seed."""
+    root = tmp_path_factory.mktemp("table4")
+    sweep = root / "m"
+    r = run_ablate("-m", *TABLE4_CELL, *TABLE4_SWEEP, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                   f"hydra.sweep.dir={sweep}", cwd=root, timeout=600)
+    return sweep, r

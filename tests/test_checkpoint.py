@@ -14,7 +14,6 @@ from ablate.run.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_check
 from ablate.run.loop import train
 
 ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unfinished_run(cfg_factory, run):
@@ -109,7 +108,6 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
     ("all", {CURRENT, PREVIOUS, "checkpoint.epoch1.pt", "checkpoint.epoch2.pt"}),
 ])
 def test_keep_decides_which_checkpoints_a_finished_run_leaves(cfg_factory, tmp_path, keep, left):
-    torch.set_num_threads(1)
     train(cfg_factory("+method=simsiam", *TINY, "train.epochs=2", f"checkpoint.keep={keep}"), tmp_path)
     assert {p.name for p in tmp_path.glob("checkpoint*.pt")} == left
     if keep == "all":  # each epoch's file is that epoch's checkpoint

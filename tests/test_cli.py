@@ -4,18 +4,15 @@ Hydra's flags and the console scripts."""
 
 import importlib
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY, one_error_line, popen, run_ablate, wait_for, wait_for_claim
+from conftest import TABLE4_CELL, TABLE4_SWEEP, TINY, one_error_line, popen, run_ablate, wait_for, wait_for_claim
 from test_data import _image_folder
 
 from ablate.config import ConfigError
@@ -91,9 +88,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_bad_input_is_one_line_before_training(tmp_path, args, message):
+def test_bad_input_is_one_line_before_training(tmp_path, refused, args, message):
     out = tmp_path / "run"
-    r = run_ablate(*args, f"hydra.run.dir={out}", cwd=tmp_path, timeout=120)
+    r = refused(*args, f"hydra.run.dir={out}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ablate: error: ") and message in lines[0], r.stderr
@@ -108,7 +105,7 @@ def test_sweep_over_a_switch_with_none(tmp_path):
     assert [json.loads(p.read_text())["techniques"]["predictor"] for p in summaries] == [True, False]
 
 
-BAD = [
+BAD_VALUES = [
     ("eval.linear.epochs=0", "eval.linear.epochs=0 must be an integer >= 1"),
     ("eval.knn_k=0", "eval.knn_k=0 must be an integer >= 1"),
     ("eval.test_size=0", "eval.test_size=0 must be an integer >= 1 (or null for all)"),
@@ -126,13 +123,13 @@ BAD = [
     ("train.compile=auto", "train.compile=auto must be true or false"),
 ]
 if not torch.cuda.is_available():
-    BAD.append(("device=cuda", "device=cuda but CUDA is not available here"))
+    BAD_VALUES.append(("device=cuda", "device=cuda but CUDA is not available here"))
 
 
-@pytest.mark.parametrize("arg,message", BAD, ids=[a for a, _ in BAD])
-def test_bad_values_are_one_line_and_exit_2_before_anything_is_written(tmp_path, arg, message):
+@pytest.mark.parametrize("arg,message", BAD_VALUES, ids=[a for a, _ in BAD_VALUES])
+def test_bad_values_are_one_line_and_exit_2_before_anything_is_written(tmp_path, refused, arg, message):
     out = tmp_path / "run"
-    line = one_error_line(run_ablate("+method=byol", *TINY, arg, f"hydra.run.dir={out}", cwd=tmp_path))
+    line = one_error_line(refused("+method=byol", *TINY, arg, f"hydra.run.dir={out}"))
     assert message in line
     assert not out.exists()
 
@@ -228,65 +225,73 @@ def test_a_40_override_sweep_runs_and_a_failed_cell_fails_the_sweep_after_the_ot
     assert all(len((c / ".hydra" / "overrides.yaml").read_text().splitlines()) >= 40 for c in cells)
 
 
-def test_a_table4_subset_given_as_reg_alone_runs(tmp_path):
-    r = run_ablate("-m", "+experiment=vicreg_table4", "+reg=none", "+row=byol", *TINY,
-                   f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    summaries = [p for p in (tmp_path / "m").glob("*/summary.json") if not p.parent.name.startswith("baseline=")]
-    assert len(summaries) == 1 and json.loads(summaries[0].read_text())["method"] == "byol"
-    assert sorted(p.parent.name for p in (tmp_path / "m").glob("baseline=*/summary.json")) == [
-        "baseline=random,seed=0", "baseline=supervised,seed=0"]  # the sweep's baselines, once
+def baselines(sweep) -> list[str]:
+    return sorted(p.parent.name for p in sweep.glob("baseline=*/summary.json"))
 
 
-def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_single_run_would(tmp_path):
-    joblib = pytest.importorskip("joblib")
-    sweep, threads = tmp_path / "m", max(joblib.cpu_count() // 2, 1)
-    cell = ["+experiment=vicreg_table4", "+row=simsiam_no_pred_no_bn", "+reg=none", *TINY]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "ablate", "-m", *cell, "optim.name=bogus,sgd", "hydra/launcher=parallel",
-                        "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+def cell(summaries: dict, *overrides: str):
+    """The one value of ``summaries`` ({summary path: value}) whose cell's command line holds ``overrides`` (a long
+    cell name is shortened, so its overrides are read from its .hydra/overrides.yaml)."""
+    (hit,) = [v for p, v in summaries.items()
+              if set(overrides) <= set(yaml.safe_load((p.parent / ".hydra" / "overrides.yaml").read_text()))]
+    return hit
+
+
+def test_a_table4_subset_given_as_reg_alone_runs(table4_sweep):
+    """``+reg=none`` named before ``+row=...`` and with no other reg: the CLI applies the row first."""
+    sweep, r = table4_sweep
+    assert "+reg=none" in r.args and r.args.index("+reg=none") < r.args.index("+row=simsiam_no_pred_no_bn")
+    summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")
+                 if not p.parent.name.startswith("baseline=")]
+    assert len(summaries) == 4 and {s["method"] for s in summaries} == {"simsiam"}
+    assert sorted(s["status"] for s in summaries) == ["complete", "complete", "failed", "failed"]  # sgd, bogus
+    assert baselines(sweep) == ["baseline=random,seed=0", "baseline=random,seed=1", "baseline=supervised,seed=0",
+                                "baseline=supervised,seed=1"]  # the sweep's baselines, once per seed
+
+
+def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_single_run_would(table4_sweep,
+                                                                                            cfg_factory, tmp_path):
+    import joblib
+
+    from ablate.bench import torch_threads
+    from ablate.run.hydra_args import order_groups
+    from ablate.run.loop import train
+
+    (sweep, r), threads = table4_sweep, max(joblib.cpu_count() // 2, 1)
+    assert "hydra/launcher=parallel" in r.args and "hydra.launcher.n_jobs=2" in r.args
     # a failing cell in a worker process still fails the sweep, with the count
     assert r.returncode == 1, r.stderr[-2000:]
-    assert r.stderr.strip().splitlines()[-1].startswith("ablate: error: 1 of 2 sweep cells failed")
-    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
-    assert len(summaries) == 4  # two cells, two baselines
-    good = next(s for name, s in summaries.items() if "optim.name=sgd" in name)
+    assert r.stderr.strip().splitlines()[-1].startswith("ablate: error: 2 of 4 sweep cells failed")
+    summaries = {p: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert len(summaries) == 8  # four cells, two baselines for each of the two seeds
+    good = cell(summaries, "optim.name=sgd", "seed=0")
     assert all(s["host"]["torch_threads"] == threads for s in summaries.values() if s["status"] == "complete")
-    assert sorted(s["baseline"] for s in summaries.values() if s["baseline"]) == ["random", "supervised"]
+    assert sorted(s["baseline"] for s in summaries.values() if s["baseline"]) == ["random"] * 2 + ["supervised"] * 2
     # the cell equals a single run on the same number of threads, to the bit
-    single = tmp_path / "single"
-    r = subprocess.run([sys.executable, "-m", "ablate", *cell, "optim.name=sgd", f"hydra.run.dir={single}"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                       env={**env, "OMP_NUM_THREADS": str(threads)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    alone = json.loads((single / "summary.json").read_text())
+    with torch_threads(threads):
+        alone = train(cfg_factory(*order_groups([*TABLE4_CELL, "optim.name=sgd", "seed=0"])), tmp_path / "single")
     assert alone["host"]["torch_threads"] == threads and alone["metrics"] == good["metrics"]
 
 
 def test_the_parallel_launcher_is_refused_for_cells_on_a_gpu(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "ablate", "-m", "+experiment=vicreg_table4", "hydra/launcher=parallel",
-                        "device=cuda", f"hydra.sweep.dir={tmp_path / 'm'}"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
+    r = run_ablate("-m", "+experiment=vicreg_table4", "hydra/launcher=parallel", "device=cuda",
+                   f"hydra.sweep.dir={tmp_path / 'm'}", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "ablate: error: hydra/launcher=parallel runs one cell per CPU core, but the cells would train on the GPU; "
         "drop hydra/launcher=parallel, or add device=cpu"]
     assert not (tmp_path / "m").exists()
 
 
-def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path):
-    sweep = tmp_path / "m"
-    # two cells of one row; an unknown optimizer makes the first one fail
-    args = [sys.executable, "-m", "ablate", "-m", "+experiment=vicreg_table4", "+row=simsiam_no_pred_no_bn",
-            "+reg=none", "optim.name=bogus,sgd", *TINY, f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(table4_sweep, tmp_path):
+    from ablate.report import main as report
+
+    # four cells of one row; an unknown optimizer makes two of them fail
+    sweep, first = table4_sweep
     assert first.returncode == 1, first.stderr[-2000:]  # after every cell ran, with a count
-    assert "ablate: error: 1 of 2 sweep cells failed" in first.stderr
-    summaries = {p.parent.name: p for p in sweep.glob("*/summary.json") if not p.parent.name.startswith("baseline=")}
-    assert len(summaries) == 2
-    bad = next(p for name, p in summaries.items() if "optim.name=bogus" in name)
-    good = next(p for name, p in summaries.items() if "optim.name=sgd" in name)
+    assert "ablate: error: 2 of 4 sweep cells failed" in first.stderr
+    summaries = {p: p for p in sweep.glob("*/summary.json") if not p.parent.name.startswith("baseline=")}
+    assert len(summaries) == 4
+    bad, good = cell(summaries, "optim.name=bogus", "seed=0"), cell(summaries, "optim.name=sgd", "seed=0")
     failed = json.loads(bad.read_text())
     assert failed["status"] == "failed" and "bogus" in failed["error"] and failed["method"] == "simsiam"
     assert json.loads(good.read_text())["status"] == "complete"
@@ -300,18 +305,17 @@ def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(tmp_path
         return [(p.read_bytes(), p.stat().st_mtime_ns) for p in (good, good.parent / "metrics.jsonl", *hydra_files)]
 
     before = state()
-    second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert second.returncode == 1, second.stderr[-2000:]  # the bogus cell fails again
+    # the same sweep again, one cell at a time this time (the launcher is not part of a cell's config)
+    second = run_ablate("-m", *TABLE4_CELL, *TABLE4_SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert second.returncode == 1, second.stderr[-2000:]  # the bogus cells fail again
     assert "already holds a finished run" in second.stdout + second.stderr
     assert state() == before  # the skipped cell, its Hydra files included, is left untouched
     assert json.loads(bad.read_text())["status"] == "failed"  # a failed cell is tried again, not skipped
 
-    report = subprocess.run([sys.executable, "-m", "ablate.report", str(sweep), "--out", str(tmp_path / "r")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
-    assert report.returncode == 0, report.stderr[-2000:]
+    report([str(sweep), "--out", str(tmp_path / "r")])
     md = (tmp_path / "r" / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| SimSiam |  | ✓ |  |  |"))
-    assert "1 failed" in row.split("|")[6]
+    assert "2 failed" in row.split("|")[6]
 
 
 def test_shell_completion_prints_a_bash_script(tmp_path):
@@ -336,8 +340,9 @@ def test_config_printing_flags_pass_the_pre_check(tmp_path, args, expect):
     (["+method=byol", "reg=var"], "ablate: error: write +reg=var: reg is not in the defaults list"),
     (["-m", "method=byol,vicreg"], "ablate: error: write +method=byol,vicreg: method is not in the defaults list"),
 ])
-def test_group_without_its_plus_is_one_line(tmp_path, args, line):
-    r = run_ablate(*args, cwd=tmp_path)
+def test_group_without_its_plus_is_one_line(tmp_path, monkeypatch, refused, args, line):
+    monkeypatch.chdir(tmp_path)
+    r = refused(*args)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [line], r.stderr
     assert not list(tmp_path.iterdir())
 

@@ -113,7 +113,7 @@ def test_progress_bar_shows_rate_and_eta_on_a_terminal():
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch, one_thread):
+def offline(tmp_path, monkeypatch):
     """logger=wandb in offline mode: a local wandb run directory, no network (skipped where wandb is not
     installed)."""
     wandb = pytest.importorskip("wandb")

@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert got["verdict"] == want["verdict"] and got["epochs_completed"] == 3
 
 
-def test_early_stop_on_collapse(cfg_factory, tmp_path, one_thread):
+def test_early_stop_on_collapse(cfg_factory, tmp_path):
     from ablate.run.loop import train
 
     # thresholds that call every evaluation a collapse, then none: the stopping rule alone is under test

@@ -111,7 +111,7 @@ def test_the_views_schedule_does_not_make_another_config(cfg_factory):
     assert _config_diff(upgrade_config(stored()), other) == ["train.epochs: 1 -> 2"]
 
 
-def test_unrelated_files_in_the_run_directory_are_left_alone(cfg_factory, tmp_path, one_thread):
+def test_unrelated_files_in_the_run_directory_are_left_alone(cfg_factory, tmp_path):
     run = tmp_path / "run"
     (run / "plots").mkdir(parents=True)
     unrelated = {"notes.txt": "lr looks high\n", "plots/a.csv": "1,2\n", f".{CURRENT}.999.tmp": "half a write",

@@ -11,7 +11,6 @@ from ablate.config import ConfigError
 from ablate.run.loop import train
 
 ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("text,problem", [
