@@ -1,5 +1,8 @@
+import copy
+import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +29,17 @@ def rows(run):
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def make_cfg(*overrides):
+@functools.cache
+def _composed(overrides: tuple[str, ...]):
     with initialize_config_module("ablate.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def make_cfg(*overrides):
+    """The config ``python -m ablate OVERRIDES`` runs, a fresh copy each call: composed once per distinct list in a
+    session, since Hydra reads and merges some twenty yaml files a compose (about 40 times a deep copy's cost);
+    interpolations such as ${oc.env:...} still resolve when read."""
+    return copy.deepcopy(_composed(tuple(overrides)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,6 +55,28 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+@pytest.fixture(scope="session")
+def _tiny_runs(tmp_path_factory):
+    return {}, tmp_path_factory.mktemp("tiny_runs")
+
+
+@pytest.fixture
+def tiny_run(_tiny_runs, tmp_path):
+    """``tiny_run(METHOD)``: a finished one-epoch run of ``+method=METHOD`` at the TINY settings, as
+    ``tmp_path / "run"``. Trained once per method in a session; each test gets its own copy to read or write."""
+    from ablate.run.loop import train
+
+    done, root = _tiny_runs
+
+    def get(method: str):
+        if method not in done:
+            train(make_cfg(f"+method={method}", *TINY), root / method)
+            done[method] = root / method
+        return Path(shutil.copytree(done[method], tmp_path / "run"))
+
+    return get
 
 
 @pytest.fixture

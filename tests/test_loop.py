@@ -12,8 +12,8 @@ from conftest import TINY, rows
 
 from ablate.config import ConfigError
 
-ARGS = ["+method=byol", *TINY, "data.train_size=128", "train.epochs=3", "train.warmup_epochs=1"]
-STEPS_PER_EPOCH = 128 // 16
+ARGS = ["+method=byol", *TINY, "train.epochs=3", "train.warmup_epochs=1"]
+STEPS_PER_EPOCH = 64 // 16  # TINY's data.train_size / train.batch_size
 
 # SIGKILL from inside the training step, so the kill lands at a known step of epoch 2 (a timer would race)
 KILLER = """
@@ -41,14 +41,16 @@ def ablate(*args, cwd, kill_at=None):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, cfg_factory, refused):
+    from ablate.run.loop import train
+
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert ablate(*ARGS, f"hydra.run.dir={ref}", cwd=tmp_path).returncode == 0
-    r = ablate(*ARGS, f"hydra.run.dir={run}", cwd=tmp_path, kill_at=STEPS_PER_EPOCH + 3)
+    train(cfg_factory(*ARGS), ref)  # uninterrupted, in this process on one thread as the runs below
+    r = ablate(*ARGS, f"hydra.run.dir={run}", cwd=tmp_path, kill_at=STEPS_PER_EPOCH + 2)
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert not (run / "summary.json").exists() and len(rows(run)) == 1  # killed inside epoch 2
     # another configuration into the same directory is refused, in one line, before any training
-    r = ablate(*ARGS, "var=hinge", f"hydra.run.dir={run}", cwd=tmp_path)
+    r = refused(*ARGS, "var=hinge", f"hydra.run.dir={run}")
     line = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and line.startswith("ablate: error: ")
     assert "holds an unfinished run of another config (var: None -> " in line  # checked before Hydra writes

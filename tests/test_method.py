@@ -142,7 +142,8 @@ def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geome
     x1, x2 = _views(8)
     for bits in ALL:
         on = dict(zip(TECHNIQUES, bits))
-        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), f"reg_geometry={geometry}", *TINY)
+        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), *TINY)  # composed once for both geometries
+        cfg.reg_geometry = geometry
         assert techniques(cfg) == on
         if on["var"]:
             cfg.var.gamma = 100.0  # every dimension's std falls below it: the term is non-zero when on
