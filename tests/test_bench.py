@@ -17,13 +17,23 @@ TINY = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--images", "64", "--a
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(capsys, *args) -> subprocess.CompletedProcess:
+    """``python -m ablate.bench ARGS`` in this process (a subprocess would add only the interpreter's start): its
+    output; a failure raises."""
+    from ablate.bench import main
+
+    capsys.readouterr()
+    main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["ablate.bench", *args], 0, out.out, out.err)
+
+
 def _json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def test_bench_all_prints_each_table_and_the_final_json_line():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "all", "--method", "byol", *TINY],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_all_prints_each_table_and_the_final_json_line(capsys):
+    r = bench(capsys, "all", "--method", "byol", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = _json_lines(r.stdout)
     assert [x["bench"] for x in lines] == ["aug", "step", "epoch", "all"]
@@ -68,9 +78,8 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert name in r.stdout
 
 
-def test_bench_aug_times_compiled_colour_ops_beside_eager_ones():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "aug", "--no-kornia", *TINY, "train.compile_aug=true"],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_aug_times_compiled_colour_ops_beside_eager_ones(capsys):
+    r = bench(capsys, "aug", "--no-kornia", *TINY, "train.compile_aug=true")
     assert r.returncode == 0, r.stderr[-2000:]
     (aug,) = _json_lines(r.stdout)
     assert aug["compile_aug"] is True and aug["compile_s"] > 0 and "suite, eager colour ops" in r.stdout
@@ -78,9 +87,8 @@ def test_bench_aug_times_compiled_colour_ops_beside_eager_ones():
     assert aug["speedup_vs_torchvision_eager"] == pytest.approx(aug["suite_eager_img_s"] / aug["torchvision_img_s"])
 
 
-def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "profile", "--method", "byol", *TINY],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16(capsys):
+    r = bench(capsys, "profile", "--method", "byol", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     (line,) = _json_lines(r.stdout)
     assert line["bench"] == "profile" and line["batch"] == 16
