@@ -173,14 +173,24 @@ def _bad_inputs(tmp_path):
     ]
 
 
-def test_bad_data_and_output_directories_are_one_line_and_exit_2(tmp_path):
-    tiny = [o for o in TINY if not o.startswith("data.")]
-    for overrides, message in _bad_inputs(tmp_path):
-        out = tmp_path / "run"
-        run_dir = [] if any(o.startswith("hydra.run.dir") for o in overrides) else [f"hydra.run.dir={out}"]
-        r = run_ablate("+method=byol", *tiny, "data.image_size=32", *overrides, *run_dir, cwd=tmp_path)
-        assert message in one_error_line(r), (overrides, r.stderr)
+def test_bad_data_and_output_directories_are_one_line_and_exit_2(tmp_path, cfg_factory, refused):
+    """The first bad input end to end through the command; the others stop training with the one-line error
+    (an AblateError) that the command prints the same way, and the unwritable output before Hydra runs."""
+    from ablate.errors import AblateError
+    from ablate.run.loop import train
+
+    tiny = ["+method=byol", *(o for o in TINY if not o.startswith("data.")), "data.image_size=32"]
+    (overrides, message), *data, (out_dir, out_message) = _bad_inputs(tmp_path)
+    out = tmp_path / "run"
+    r = run_ablate(*tiny, *overrides, f"hydra.run.dir={out}", cwd=tmp_path)
+    assert message in one_error_line(r), (overrides, r.stderr)
+    assert not (out / "metrics.jsonl").exists()
+    for overrides, message in data:
+        with pytest.raises(AblateError) as e:
+            train(cfg_factory(*tiny, *overrides), out)
+        assert message in str(e.value) and "\n" not in str(e.value), overrides
         assert not (out / "metrics.jsonl").exists()
+    assert out_message in one_error_line(refused(*tiny, *out_dir))
 
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
