@@ -146,7 +146,7 @@ def test_bench_rejects_bad_arguments_in_one_line(args, name, capsys):
 
 def test_gpu_script_runs_on_cpu_with_a_tiny_setting():
     env = {**os.environ, "PYTHON": sys.executable, "ROUNDS": "1",
-           "BENCH_ARGS": "--warmup 0 --workers 0"}
+           "BENCH_ARGS": "--warmup 0 --workers 0 --threads 1"}  # one thread: the plumbing under test, not speed
     tiny = [a for a in TINY if "=" in a] + ["data=shapes", "backbone=small_cnn"]
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_bench.sh"), *tiny], capture_output=True, text=True,
                        env=env, timeout=300)
