@@ -4,7 +4,6 @@ figures other tools read. No timing assertions: speed goals live in the benchmar
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,27 @@ import torch
 
 TINY = ["--rounds", "1", "--warmup", "0", "--steps", "1", "--images", "64", "--aug-batch", "32", "--workers", "1",
         "backbone.widths=[4,8,8,16]", "model.head_width_mult=0.01", "train.batch_size=16", "data.train_size=64",
-        "data.test_size=32", "eval.bank_size=64"]
+        "data.test_size=32", "eval.bank_size=64", "device=cpu"]
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(capsys, *args) -> subprocess.CompletedProcess:
+    """``python -m ablate.bench ARGS`` in this process (a subprocess would add only the interpreter's start): its
+    output; a failure raises."""
+    from ablate.bench import main
+
+    capsys.readouterr()
+    main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["ablate.bench", *args], 0, out.out, out.err)
 
 
 def _json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def test_bench_all_prints_each_table_and_the_final_json_line():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "all", "--method", "byol", *TINY],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_all_prints_each_table_and_the_final_json_line(capsys):
+    r = bench(capsys, "all", "--method", "byol", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = _json_lines(r.stdout)
     assert [x["bench"] for x in lines] == ["aug", "step", "epoch", "all"]
@@ -67,9 +76,8 @@ def test_bench_all_prints_each_table_and_the_final_json_line():
         assert name in r.stdout
 
 
-def test_bench_aug_times_compiled_colour_ops_beside_eager_ones():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "aug", "--no-kornia", *TINY, "train.compile_aug=true"],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_aug_times_compiled_colour_ops_beside_eager_ones(capsys):
+    r = bench(capsys, "aug", "--no-kornia", *TINY, "train.compile_aug=true")
     assert r.returncode == 0, r.stderr[-2000:]
     (aug,) = _json_lines(r.stdout)
     assert aug["compile_aug"] is True and aug["compile_s"] > 0 and "suite, eager colour ops" in r.stdout
@@ -77,9 +85,8 @@ def test_bench_aug_times_compiled_colour_ops_beside_eager_ones():
     assert aug["speedup_vs_torchvision_eager"] == pytest.approx(aug["suite_eager_img_s"] / aug["torchvision_img_s"])
 
 
-def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16():
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "profile", "--method", "byol", *TINY],
-                       capture_output=True, text=True, timeout=300)
+def test_bench_profile_splits_the_step_into_stages_in_fp32_and_bf16(capsys):
+    r = bench(capsys, "profile", "--method", "byol", *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
     (line,) = _json_lines(r.stdout)
     assert line["bench"] == "profile" and line["batch"] == 16
@@ -126,12 +133,16 @@ def test_op_class_sorts_profiler_events_and_flop_counter_ops(name, cls):
 @pytest.mark.parametrize("args,name", [(["--rounds", "0"], "--rounds"), (["--aug-batch", "0"], "--aug-batch"),
                                        (["--images", "-1"], "--images"), (["--steps", "-3"], "--steps"),
                                        (["--workers", "-1"], "--workers"), (["nonsense"], "nonsense")])
-def test_bench_rejects_bad_arguments_in_one_line(args, name):
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "aug", *args], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+def test_bench_rejects_bad_arguments_in_one_line(args, name, capsys):
+    from ablate import bench
+
+    with pytest.raises(SystemExit) as e:
+        bench.main(["aug", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and name in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.default_threads  # the machine's thread count: more than one where the machine has the cores
 def test_the_reference_main_process_gets_the_cores_its_workers_leave():
     from argparse import Namespace
 

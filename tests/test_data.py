@@ -1,3 +1,4 @@
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -139,3 +140,42 @@ def test_shape_masks_class_by_class_equal_every_mask_computed_for_every_image():
     every = torch.stack([_shape_mask(u, v, k) for k in range(len(SHAPES))], 1)  # [N, 10, H, W]
     want = every.gather(1, label.view(-1, 1, 1, 1).expand(-1, 1, 16, 16)).squeeze(1)
     assert torch.equal(_shape_masks(u, v, label), want) and want.any() and not want.all()
+
+
+def test_skip_bad_leaves_unreadable_images_out_with_a_counted_warning(tmp_path, caplog):
+    from ablate.data import load_data
+
+    root = _image_folder(tmp_path / "tree", n_per_class=2)
+    for f in sorted((root / "train").rglob("*.png"))[::2][:2]:  # two classes keep an image each
+        f.write_bytes(b"not an image")
+    cfg = OmegaConf.create({"name": "folder", "root": str(root), "train_dir": "train", "test_dir": "val",
+                            "download": False, "image_size": 16, "num_classes": None, "workers": 0,
+                            "skip_bad": True, "stream": False, "cache_dir": None, "mean": None, "std": None})
+    d = load_data(cfg, OmegaConf.create({"bank_size": None, "test_size": None}))
+    assert len(d.ssl_x) == 20 - 2 and "skipped 2 unreadable image file(s)" in caplog.text
+
+
+def test_a_corrupted_cache_entry_is_rebuilt(tmp_path, caplog):
+    from ablate.data import load_data
+
+    root = _image_folder(tmp_path / "tree", n_per_class=2)
+    cfg = OmegaConf.create({"name": "folder", "root": str(root), "train_dir": "train", "test_dir": "val",
+                            "download": False, "image_size": 16, "num_classes": None, "workers": 0,
+                            "stream": False, "cache_dir": str(tmp_path / "cache"), "mean": None, "std": None})
+    ev = OmegaConf.create({"bank_size": None, "test_size": None})
+    first = load_data(cfg, ev)
+    for entry in (tmp_path / "cache").glob("*.pt"):
+        entry.write_bytes(bytes(entry.stat().st_size))  # replaced with zeros
+    again = load_data(cfg, ev)
+    assert torch.equal(first.ssl_x, again.ssl_x) and again.ssl_x.float().std() > 0
+    assert caplog.text.count("is unusable (no integrity trailer") == 2
+    caplog.clear()
+    load_data(cfg, ev)  # rebuilt entries verify
+    assert "unusable" not in caplog.text
+
+
+def test_the_cache_defaults_to_a_per_user_directory(cfg_factory, monkeypatch, tmp_path):
+    monkeypatch.delenv("ABLATE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cfg = cfg_factory("+method=byol", "data=folder", "data.root=/x")
+    assert cfg.data.cache_dir == str(tmp_path / "ablate")

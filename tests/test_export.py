@@ -6,20 +6,17 @@ import json
 import pytest
 import torch
 import torchvision
-from conftest import TINY
 from omegaconf import OmegaConf
 
 from ablate.method import JointEmbedding
 from ablate.models import Encoder, build_backbone, mlp
 from ablate.run.checkpoint import save_checkpoint
 from ablate.run.finished import load_model, load_run
-from ablate.run.loop import train
 from ablate.tools.export import main
 
 
-def test_exported_backbone_and_projector_reproduce_the_runs_features(cfg_factory, tmp_path, capsys):
-    run = tmp_path / "run"
-    train(cfg_factory("+method=simsiam", *TINY), run)
+def test_exported_backbone_and_projector_reproduce_the_runs_features(tiny_run, tmp_path, capsys):
+    run = tiny_run("simsiam")
     out = tmp_path / "export" / "backbone.pt"
     assert main([str(run), "--out", str(out), "--projector"]) == 0
     assert "backbone.pt" in capsys.readouterr().out

@@ -4,10 +4,8 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
 
 from ablate.diagnostics import class_share, cone, view_agreement
-from ablate.run.loop import train
 from ablate.tools.geometry import main, run_geometry
 
 
@@ -42,8 +40,8 @@ def test_cone_ray_and_line_across_the_origin():
     assert fan["top_share"] == pytest.approx(1.0) and fan["top_cos_to_mean"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_cli_reads_a_trained_run(cfg_factory, tmp_path, capsys):
-    train(cfg_factory("+method=vicreg", *TINY), tmp_path / "run")
+def test_cli_reads_a_trained_run(tiny_run, tmp_path, capsys):
+    tiny_run("vicreg")
     g = run_geometry(tmp_path / "run")
     assert g["epoch"] == 1 and -1 <= g["view_agreement"] <= 1 and 0 <= g["class_share"] <= 1
     assert g == run_geometry(tmp_path / "run")  # the views are drawn from --seed
@@ -60,15 +58,15 @@ def test_cli_refuses_a_directory_without_checkpoint(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
-def test_run_without_spread_is_named_not_divided_by_zero(cfg_factory, tmp_path, monkeypatch):
-    train(cfg_factory("+method=vicreg", *TINY), tmp_path / "run")
+def test_run_without_spread_is_named_not_divided_by_zero(tiny_run, tmp_path, monkeypatch):
+    tiny_run("vicreg")
     monkeypatch.setattr("ablate.tools.geometry.embed", lambda model, x, norm, bs: (None, torch.ones(len(x), 4)))
     assert run_geometry(tmp_path / "run") == {"epoch": 1,
                                               "degenerate": "every embedding the same vector (no spread)"}
 
 
-def test_cli_refuses_a_baseline_run_in_one_line(cfg_factory, tmp_path, capsys):
-    train(cfg_factory("+method=supervised", *TINY), tmp_path / "run")
+def test_cli_refuses_a_baseline_run_in_one_line(tiny_run, tmp_path, capsys):
+    tiny_run("supervised")
     assert main([str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is a baseline run (supervised)" in err

@@ -327,7 +327,7 @@ def test_export_never_writes_over_a_run_file_nor_into_a_directory_name(trained, 
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert main([str(run), "--out", str(run / name)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("ablate.export: error: ")
+    assert len(err) == 1 and err[0].startswith("ablate.tools.export: error: ")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 

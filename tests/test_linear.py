@@ -61,9 +61,8 @@ def test_linear_eval_learns_an_easy_task_and_writes_its_protocol(colour_run, tmp
     assert res["checkpoint_epoch"] == 1 and res["method"] == "simsiam"
 
 
-def test_default_output_lands_in_the_run_dir_and_is_reproducible(cfg_factory, tmp_path):
-    run = tmp_path / "run"
-    train(cfg_factory("+method=vicreg", *TINY), run)
+def test_default_output_lands_in_the_run_dir_and_is_reproducible(tiny_run, tmp_path):
+    run = tiny_run("vicreg")
     assert main([str(run), "--epochs", "2", "--batch-size", "16"]) == 0
     first = json.loads((run / "linear_eval.json").read_text())
     assert 0 <= first["top1"] <= 100 and first["protocol"]["train_images"] == 64
@@ -92,9 +91,8 @@ def test_missing_run_or_checkpoint_fails_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["random", "supervised"])
-def test_a_baseline_run_is_evaluated_like_an_ssl_run(cfg_factory, tmp_path, kind):
-    run = tmp_path / kind
-    train(cfg_factory(f"+method={kind}", *TINY), run)
+def test_a_baseline_run_is_evaluated_like_an_ssl_run(tiny_run, kind):
+    run = tiny_run(kind)
     assert main([str(run), "--epochs", "1", "--batch-size", "16"]) == 0
     res = json.loads((run / "linear_eval.json").read_text())
     assert res["method"] == kind and 0 <= res["top1"] <= 100

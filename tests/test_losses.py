@@ -1,11 +1,12 @@
-"""Each loss term against numbers worked out by hand from the formulas in paper-notes.md."""
+"""Each loss term against numbers worked out by hand from the formulas in paper-notes.md, and where var/cov act
+(reg_geometry): raw projector outputs or sqrt(d) * z / ||z||."""
 
 import math
 
 import pytest
 import torch
 
-from ablate.losses import covariance, mse, neg_cosine, normalized_mse, variance
+from ablate.losses import covariance, mse, neg_cosine, normalized_mse, on_sphere, reg_geometry, variance
 
 
 def test_normalized_mse_is_two_minus_two_cos():
@@ -112,3 +113,40 @@ def test_var_cov_weights_for_byol_and_simsiam_are_the_papers(cfg_factory):
     assert (cfg.var.weight, cfg.cov.weight) == (1.0, 0.01)
     cfg = cfg_factory("+method=vicreg")
     assert (cfg.method.inv_weight, cfg.var.weight, cfg.cov.weight) == (25.0, 25.0, 1.0)
+
+
+RAY_U = torch.tensor([0.6, 0.8])
+
+
+RAY_C = torch.tensor([1.0, 3.0, 5.0, 7.0])  # unbiased var 20/3
+
+
+def test_on_sphere_worked_numbers():
+    z = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    expect = math.sqrt(2) * torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    assert torch.allclose(on_sphere(z), expect)
+
+
+def test_isotropic_embedding_meets_gamma_on_the_sphere():
+    z = torch.randn(20000, 64, generator=torch.Generator().manual_seed(0)) * 7.0  # any scale
+    std = on_sphere(z).std(dim=0)
+    assert std.mean().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_ray_zeroes_the_raw_variance_but_not_the_sphere_one():
+    """A ray z_i = c_i u: on raw outputs the spread of the norms meets gamma (hinge 0); on the sphere every
+    embedding is the same point sqrt(2) u, so each dimension's std is sqrt(eps) and the hinge is 1 - 0.01."""
+    z = RAY_C[:, None] * RAY_U
+    assert variance(z).item() == 0.0
+    assert variance(on_sphere(z)).item() == pytest.approx(0.99, abs=1e-6)
+    # raw covariance of the ray: C = (20/3) u u^T, off-diagonal 3.2 twice: (3.2^2 + 3.2^2) / 2 = 10.24;
+    # on the sphere every row is equal, so it vanishes
+    assert covariance(z).item() == pytest.approx(10.24, rel=1e-5)
+    assert covariance(on_sphere(z)).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_auto_follows_the_invariance():
+    assert reg_geometry("auto", "neg_cosine") == "sphere"
+    assert reg_geometry("auto", "normalized_mse") == "sphere"
+    assert reg_geometry("auto", "mse") == "raw"
+    assert reg_geometry("raw", "neg_cosine") == "raw" and reg_geometry("sphere", "mse") == "sphere"

@@ -2,12 +2,13 @@
 one place."""
 
 import json
+import logging
 
 import pytest
 import yaml
 from conftest import TINY, make_cfg, rows
 
-from ablate.config import conf_dir
+from ablate.config import ConfigError, conf_dir
 from ablate.run.loop import train
 from ablate.run.summary import PRESET_INVARIANCE, SCHEMA, read_summary, upgrade
 
@@ -93,3 +94,34 @@ def test_a_run_places_itself_against_its_initialization(tmp_path, monkeypatch):
     skipped = train(cfg, tmp_path / "without")
     assert skipped["metrics_init"] is None and skipped["no_better_than_init"] is None
     assert rows(tmp_path / "with") == rows(tmp_path / "without") and s["metrics"] == skipped["metrics"]
+
+
+ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('{"status": "compl', "is unreadable (Unterminated string"),
+    ('["complete"]', "is unreadable (a JSON list, not an object)"),
+    ('{"schema": 7, "status": "running"}', "has status 'running' from schema 7"),
+])
+def test_malformed_or_foreign_summary_is_never_overwritten(cfg_factory, tmp_path, text, problem):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(text)
+    with pytest.raises(ConfigError, match="nothing was overwritten") as e:
+        train(cfg_factory(*ARGS), run)
+    assert problem in str(e.value) and "\n" not in str(e.value)
+    assert (run / "summary.json").read_text() == text
+    assert (run / "summary.json.unreadable").read_text() == text  # survives a sweep's failure record too
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_finished_summary_from_another_version_is_kept(cfg_factory, tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    text = json.dumps({"schema": 0, "ablate_version": "0.0.1", "status": "complete", "metrics": {}})
+    (run / "summary.json").write_text(text)
+    with caplog.at_level(logging.INFO, logger="ablate"):
+        assert train(cfg_factory(*ARGS), run)["ablate_version"] == "0.0.1"
+    assert "already holds a finished run (written by ablate 0.0.1)" in caplog.text
+    assert (run / "summary.json").read_text() == text and not (run / "metrics.jsonl").exists()

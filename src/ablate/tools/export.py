@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         print(f"ablate.tools.export: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"ablate.export: error: cannot write {out} ({e.strerror or e}); choose a writable --out",
+        print(f"ablate.tools.export: error: cannot write {out} ({e.strerror or e}); choose a writable --out",
               file=sys.stderr)
         return 2
     files = targets(out, args.projector)

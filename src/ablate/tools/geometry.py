@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     try:
         check_device(args.device, "--device")
     except AblateError as e:
-        print(f"ablate.geometry: error: {e}", file=sys.stderr)
+        print(f"ablate.tools.geometry: error: {e}", file=sys.stderr)
         return 2
     device = pick_device(args.device)
     missing = [str(r) for r in args.runs if not r.is_dir()]

@@ -1,21 +1,19 @@
-"""Hostile input around a run directory: damaged checkpoints, foreign or malformed summaries, unrelated files
-and a full disk each get a clear message, and nothing already finished is lost."""
+"""Checkpoints (ablate.run.checkpoint): a damaged one falls back or fails clearly, a foreign file is rejected, a
+full disk keeps the previous one, and checkpoint.keep decides what a finished run leaves."""
 
 import errno
-import json
 import logging
 
 import pytest
 import torch
 from conftest import TINY, rows
 
-from ablate.config import ConfigError
+from ablate.config import ConfigError, check_config
 from ablate.run import checkpoint
 from ablate.run.checkpoint import CURRENT, PREVIOUS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from ablate.run.loop import train
 
 ARGS = ["+method=vicreg", *TINY, "train.epochs=2"]
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def unfinished_run(cfg_factory, run):
@@ -57,45 +55,6 @@ def test_a_foreign_file_named_checkpoint_is_rejected(tmp_path):
     (tmp_path / CURRENT).write_text("my notes\n")
     with pytest.raises(CheckpointError, match="no integrity trailer"):
         load_checkpoint(tmp_path)
-
-
-@pytest.mark.parametrize("text,problem", [
-    ('{"status": "compl', "is unreadable (Unterminated string"),
-    ('["complete"]', "is unreadable (a JSON list, not an object)"),
-    ('{"schema": 7, "status": "running"}', "has status 'running' from schema 7"),
-])
-def test_malformed_or_foreign_summary_is_never_overwritten(cfg_factory, tmp_path, text, problem):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "summary.json").write_text(text)
-    with pytest.raises(ConfigError, match="nothing was overwritten") as e:
-        train(cfg_factory(*ARGS), run)
-    assert problem in str(e.value) and "\n" not in str(e.value)
-    assert (run / "summary.json").read_text() == text
-    assert (run / "summary.json.unreadable").read_text() == text  # survives a sweep's failure record too
-    assert not (run / "metrics.jsonl").exists()
-
-
-def test_finished_summary_from_another_version_is_kept(cfg_factory, tmp_path, caplog):
-    run = tmp_path / "run"
-    run.mkdir()
-    text = json.dumps({"schema": 0, "ablate_version": "0.0.1", "status": "complete", "metrics": {}})
-    (run / "summary.json").write_text(text)
-    with caplog.at_level(logging.INFO, logger="ablate"):
-        assert train(cfg_factory(*ARGS), run)["ablate_version"] == "0.0.1"
-    assert "already holds a finished run (written by ablate 0.0.1)" in caplog.text
-    assert (run / "summary.json").read_text() == text and not (run / "metrics.jsonl").exists()
-
-
-def test_unrelated_files_in_the_run_directory_are_left_alone(cfg_factory, tmp_path):
-    run = tmp_path / "run"
-    (run / "plots").mkdir(parents=True)
-    unrelated = {"notes.txt": "lr looks high\n", "plots/a.csv": "1,2\n", f".{CURRENT}.999.tmp": "half a write",
-                 "metrics.jsonl.bak": "{}\n"}
-    for name, text in unrelated.items():
-        (run / name).write_text(text)
-    assert train(cfg_factory(*ARGS), run)["status"] == "complete"
-    assert {n: (run / n).read_text() for n in unrelated} == unrelated
 
 
 def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory, tmp_path, monkeypatch, caplog):
@@ -143,3 +102,21 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
     summary = train(cfg_factory(*ARGS), run2)
     assert summary["status"] == "failed" and "epoch 2 checkpoint could not be written" in summary["error"]
     assert calls == [1, 2] and load_checkpoint(run2)["epoch"] == 1
+
+
+@pytest.mark.parametrize("keep,left", [
+    ("last", {CURRENT}),
+    ("none", set()),
+    ("all", {CURRENT, PREVIOUS, "checkpoint.epoch1.pt", "checkpoint.epoch2.pt"}),
+])
+def test_keep_decides_which_checkpoints_a_finished_run_leaves(cfg_factory, tmp_path, keep, left):
+    train(cfg_factory("+method=simsiam", *TINY, "train.epochs=2", f"checkpoint.keep={keep}"), tmp_path)
+    assert {p.name for p in tmp_path.glob("checkpoint*.pt")} == left
+    if keep == "all":  # each epoch's file is that epoch's checkpoint
+        assert read_checkpoint(tmp_path / "checkpoint.epoch1.pt")["epoch"] == 1
+        assert read_checkpoint(tmp_path / CURRENT)["epoch"] == 2
+
+
+def test_unknown_keep_is_one_line(cfg_factory):
+    with pytest.raises(ConfigError, match="checkpoint.keep=some is unknown; choose one of: last, none, all"):
+        check_config(cfg_factory("+method=simsiam", "checkpoint.keep=some"))

@@ -1,14 +1,20 @@
-"""Every technique switch changes the computation it names, and all 64 combinations compose and train."""
+"""The method (ablate.method): every technique switch changes the computation it names, all 64 combinations compose
+and train, reg_geometry changes only the regularizer, and the two baselines (random, supervised)."""
 
 import itertools
+import json
+import math
 
+import numpy as np
 import pytest
 import torch
-from conftest import TINY, switch_overrides
+from conftest import TINY, make_cfg, switch_overrides
 
-from ablate.config import TECHNIQUES, techniques
-from ablate.method import JointEmbedding, equivalences
+from ablate.config import TECHNIQUES, ConfigError, check_config, techniques
+from ablate.method import Baseline, JointEmbedding, equivalences
 from ablate.models import count_bn
+from ablate.run.checkpoint import load_checkpoint
+from ablate.run.loop import train
 
 
 def _views(n=16):
@@ -136,7 +142,8 @@ def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geome
     x1, x2 = _views(8)
     for bits in ALL:
         on = dict(zip(TECHNIQUES, bits))
-        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), f"reg_geometry={geometry}", *TINY)
+        cfg = cfg_factory(f"+method={method}", *switch_overrides(on), *TINY)  # composed once for both geometries
+        cfg.reg_geometry = geometry
         assert techniques(cfg) == on
         if on["var"]:
             cfg.var.gamma = 100.0  # every dimension's std falls below it: the term is non-zero when on
@@ -159,3 +166,89 @@ def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geome
         with torch.no_grad():  # the target is the online branch itself unless the EMA copy lags behind it
             z1, _, _, _, t1, _ = model.branches(x1, x2)
         assert torch.equal(t1, z1) is not on["ema"], on
+
+
+def test_geometry_changes_the_regularizer_terms_and_nothing_else(cfg_factory):
+    x1, x2 = torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)
+    terms = {}
+    for g in ("raw", "sphere", "auto"):
+        torch.manual_seed(0)
+        m = JointEmbedding(cfg_factory("+method=simsiam", "var=hinge", "cov=offdiag", f"reg_geometry={g}", *TINY))
+        terms[g] = m(x1, x2)[1]
+    assert torch.equal(terms["raw"][1], terms["sphere"][1])  # invariance unchanged
+    assert terms["raw"][2] != terms["sphere"][2] and terms["raw"][3] != terms["sphere"][3]
+    assert torch.equal(terms["auto"], terms["sphere"])
+    torch.manual_seed(0)
+    vic_auto = JointEmbedding(cfg_factory("+method=vicreg", *TINY))(x1, x2)[1]
+    torch.manual_seed(0)
+    vic_raw = JointEmbedding(cfg_factory("+method=vicreg", "reg_geometry=raw", *TINY))(x1, x2)[1]
+    assert torch.equal(vic_auto, vic_raw)
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().numpy().tobytes()
+
+
+def test_random_takes_no_step_and_keeps_its_initial_parameters(tmp_path):
+    cfg = make_cfg("+method=random", *TINY, "seed=3")
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "complete" and summary["baseline"] == "random" and summary["verdict"] is None
+    assert "baseline" in summary["verdict_reason"] and summary["epochs_completed"] == 0
+    assert 0 <= summary["metrics"]["linear_top1"] <= 100 and "no optimizer step" in summary["protocol"]["baseline"]
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 0
+    torch.manual_seed(3)
+    fresh = Baseline(cfg, summary["num_classes"])
+    trained = state["model"]
+    for name, p in fresh.named_parameters():
+        assert _bytes(trained[name]) == _bytes(p), name
+    # BN running statistics were estimated (buffers), and the backbone is the SSL runs' initial one
+    means = [k for k in trained if k.endswith("running_mean")]
+    assert means and any(trained[k].abs().sum() > 0 for k in means)
+    torch.manual_seed(3)
+    ssl = JointEmbedding(make_cfg("+method=simsiam", *TINY, "seed=3"))
+    for name, p in ssl.online.backbone.named_parameters():
+        assert _bytes(trained[f"online.backbone.{name}"]) == _bytes(p), name
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in rows] == [(0, 0)]
+    assert train(cfg, tmp_path)["wall_s"] == summary["wall_s"]  # finished: left as it is
+
+
+def _separable_npz(path, n_train=128, n_test=64, seed=0):
+    """Two classes told apart by brightness, which no crop, flip or colour jitter of the recipe undoes."""
+    g = np.random.default_rng(seed)
+
+    def split(n):
+        y = g.integers(0, 2, n)
+        x = np.where(y[:, None, None, None] == 1, 215, 40) + g.integers(-25, 26, (n, 16, 16, 3))
+        return x.clip(0, 255).astype(np.uint8), y.astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+
+
+def test_supervised_learns_on_a_separable_fixture(tmp_path):
+    _separable_npz(tmp_path / "sep.npz")
+    tiny = [o for o in TINY if not o.startswith("data.")]
+    cfg = make_cfg("+method=supervised", *tiny, "data=npz", f"data.path={tmp_path / 'sep.npz'}", "data.image_size=16",
+                   "data.num_classes=2", "eval.test_size=64", "train.epochs=8", "train.batch_size=32", "optim.lr=2.0",
+                   "train.log_every=1")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "complete" and summary["baseline"] == "supervised" and summary["verdict"] is None
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0]["loss"], rows[-1]["loss"]
+    # cross-entropy of two balanced classes starts near ln 2; labels that do not match their images stay there
+    assert abs(first - math.log(2)) < 0.35 and last < 0.15, (first, last)
+    assert summary["metrics"]["linear_top1"] > 95 and "cross-entropy" in summary["protocol"]["baseline"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+method=supervised", "data=folder", "data.stream=true"], "use data.stream=false"),
+    (["+method=supervised", "data=stl10"], "use data.ssl_split=train"),
+    (["+method=random", "predictor=mlp"], "takes no switch; drop predictor"),
+    (["+method=random", "method.baseline=linear"], "method.baseline=linear is unknown"),
+])
+def test_bad_baseline_input_is_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        check_config(make_cfg(*overrides))
+    assert "\n" not in str(e.value)
