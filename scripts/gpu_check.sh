@@ -14,8 +14,8 @@
 #   scripts/gpu_check.sh              # on the GPU machine
 #   scripts/gpu_check.sh --dry-run    # on a CPU with tiny sizes: the plumbing only (tests/test_gpu_check.py)
 #
-# CIFAR-10 comes from an npz (data=npz): $ABLATE_CIFAR10_NPZ, else .data/cifar10_jpeg.npz in the checkout, else
-# ../shared/data/cifar10-jpeg/cifar10_jpeg.npz beside it; without one the CIFAR sections are skipped.
+# CIFAR-10 comes from an npz (data=npz): $ABLATE_CIFAR10_NPZ, else .data/cifar10_jpeg.npz in the checkout;
+# without one the CIFAR sections are skipped.
 #
 # The device machine has torch but lacks some of the project's packages, and reaches no registry. Carry them as
 # wheels, once, in the checkout's root (/work/.library/device/README.md):
@@ -23,7 +23,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 hydra-joblib-launcher==1.2.0
-#   mkdir -p .data && cp ../shared/data/cifar10-jpeg/cifar10_jpeg.npz .data/
+#   mkdir -p .data && cp /path/to/cifar10_jpeg.npz .data/
 # and name `.whl` and `.data` in the run's carry. The script installs .whl/*.whl into /tmp/site when present.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -63,7 +63,7 @@ section() {
 }
 
 NPZ="${ABLATE_CIFAR10_NPZ:-}"
-for c in "$ROOT/.data/cifar10_jpeg.npz" "$ROOT/../shared/data/cifar10-jpeg/cifar10_jpeg.npz"; do
+for c in "$ROOT/.data/cifar10_jpeg.npz"; do
   [ -z "$NPZ" ] && [ -f "$c" ] && NPZ="$c"
 done
 TINY=("backbone.widths=[4,8,8,16]" model.head_width_mult=0.01 train.batch_size=16 data.train_size=64

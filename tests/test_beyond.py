@@ -332,7 +332,7 @@ def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, cap
 
 
 def test_the_beyond_table4_sweep_is_its_42_cells_per_seed():
-    from test_experiments import compose_all, expand
+    from test_config import compose_all, expand
 
     jobs = expand("beyond_table4")
     assert len(jobs) == 14 * 3 * 3

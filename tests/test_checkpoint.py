@@ -98,7 +98,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_the_run_goes_on(cfg_factory
             monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)
         return save_checkpoint(run_dir, state, keep)
 
-    monkeypatch.setattr("ablate.run.loop.save_checkpoint", save_then_fill)
+    monkeypatch.setattr("ablate.run.checkpoint.save_checkpoint", save_then_fill)  # what CheckpointWriter calls
     summary = train(cfg_factory(*ARGS), run2)
     assert summary["status"] == "failed" and "epoch 2 checkpoint could not be written" in summary["error"]
     assert calls == [1, 2] and load_checkpoint(run2)["epoch"] == 1

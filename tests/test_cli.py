@@ -31,7 +31,7 @@ def test_short_run_writes_valid_summary(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "complete" and s["method"] == "simsiam"
     assert s["techniques"] == dict(ema=False, stop_grad=True, predictor=False, batchnorm=True, var=False,
-                                   cov=False)
+                                   cov=False, negatives=False, xcorr=False)
     for k in REQUIRED_METRICS:
         assert isinstance(s["metrics"][k], float)
     assert s["verdict"] == "ok", s["verdict_reason"]  # deterministic on CPU: z_std/z_std_ref 0.41, rank_z 5 of 20

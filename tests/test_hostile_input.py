@@ -461,17 +461,17 @@ def test_a_stray_rank_is_one_line_and_takes_no_directory(tmp_path):
 
 # ---------------------------------------------------------------------------- checkpoints and derived files (4, 7)
 def test_a_failed_final_checkpoint_is_recorded_and_the_tools_refuse_the_stale_weights(tmp_path, monkeypatch):
-    from ablate.run import loop
+    from ablate.run import checkpoint
     from ablate.run.finished import RunError, load_run
     from ablate.run.loop import train
 
-    real, run = loop.save_checkpoint, tmp_path / "run"
-    monkeypatch.setattr(loop, "save_checkpoint", lambda d, s, k: real(d, s, k) if s["epoch"] < 2 else False)
+    real, run = checkpoint.save_checkpoint, tmp_path / "run"  # what the loop's CheckpointWriter calls
+    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda d, s, k: real(d, s, k) if s["epoch"] < 2 else False)
     summary = train(make_cfg("+method=byol", *TINY, "train.epochs=2"), run)
     assert summary["status"] == "failed" and "epoch 2 checkpoint could not be written" in summary["error"]
     with pytest.raises(RunError, match="newest checkpoint holds epoch 1 but the run trained 2"):
         load_run(run)
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
     assert train(make_cfg("+method=byol", *TINY, "train.epochs=2"), run)["status"] == "complete"  # epoch 2 again
     assert load_run(run)[0]["epoch"] == 2
 
@@ -545,7 +545,7 @@ def test_report_and_factorial_refuse_a_file_that_is_not_a_runs_csv_in_one_line(t
     out = ["--out", str(tmp_path / "rep")] if tool == "ablate.report" else []
     r = subprocess.run([sys.executable, "-m", tool, str(csv), *out], capture_output=True, text=True, timeout=300)
     lines = [x for x in r.stderr.strip().splitlines() if "RuntimeWarning" not in x]  # runpy's, on the submodule
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{tool.replace('report.', '')}: error: "), r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), r.stderr
 
 
 def test_a_test_split_too_small_for_a_verdict_is_refused_before_training(tmp_path):

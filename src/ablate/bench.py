@@ -45,6 +45,7 @@ from .augment import colour_ops, two_views
 from .config import check_config
 from .data import load_data
 from .errors import AblateError
+from .method import TERMS
 from .run.cli import check_overrides
 from .run.dist import pick_device
 from .run.hardware import host, peak_flops
@@ -349,14 +350,14 @@ def bench_epoch(cfg, data, device, args) -> dict:
     flops_step = step_flops(model, x1, x2)
 
     def runner():
-        running = torch.zeros(4, device=device)
+        running = torch.zeros(len(TERMS), device=device)
         with stepper.main_threads():
             for batch, upcoming in lookahead(stepper.epoch_batches(images)):
                 running += stepper(batch, upcoming)
         running.tolist()  # one host read per epoch, as the runner's log interval allows
 
     def model_only():  # the same steps on one batch's views, precomputed: what the model alone costs an epoch
-        running = torch.zeros(4, device=device)
+        running = torch.zeros(len(TERMS), device=device)
         with stepper.main_threads():
             for _ in range(stepper.steps_per_epoch):
                 running += stepper.update(x1, x2)
