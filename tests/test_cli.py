@@ -270,6 +270,7 @@ def cell(summaries: dict, *overrides: str):
     return hit
 
 
+@pytest.mark.xdist_group("table4_sweep")  # one worker trains the shared sweep once
 def test_a_table4_subset_given_as_reg_alone_runs(table4_sweep):
     """``+reg=none`` named before ``+row=...`` and with no other reg: the CLI applies the row first."""
     sweep, r = table4_sweep
@@ -282,6 +283,7 @@ def test_a_table4_subset_given_as_reg_alone_runs(table4_sweep):
                                 "baseline=supervised,seed=1"]  # the sweep's baselines, once per seed
 
 
+@pytest.mark.xdist_group("table4_sweep")  # one worker trains the shared sweep once
 def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_single_run_would(table4_sweep,
                                                                                             cfg_factory, tmp_path):
     import joblib
@@ -306,6 +308,7 @@ def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_sing
     assert alone["host"]["torch_threads"] == threads and alone["metrics"] == good["metrics"]
 
 
+@pytest.mark.xdist_group("table4_sweep")  # one worker trains the shared sweep once
 def test_rerun_skips_finished_cells_and_a_crash_does_not_stop_the_sweep(table4_sweep, tmp_path):
     from ablate.report import main as report
 

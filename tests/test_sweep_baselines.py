@@ -26,6 +26,7 @@ def test_baseline_jobs_are_one_per_kind_and_seed(tmp_path):
                                                      for k in ("random", "supervised") for e in (2, 4))
 
 
+@pytest.mark.xdist_group("table4_sweep")  # one worker trains the shared sweep once
 def test_a_sweep_adds_each_baseline_once_per_seed(table4_sweep):
     sweep, done = table4_sweep  # seeds 0 and 1, two cells each
     assert "exited with status" not in done.stdout + done.stderr, done.stderr[-2000:]  # every baseline ran to its end
