@@ -560,3 +560,18 @@ def test_a_test_split_too_small_for_a_verdict_is_refused_before_training(tmp_pat
     with pytest.raises(ConfigError, match="test split holds 2 images; a verdict needs at least 16"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_resume_that_changes_the_view_mode_records_each_stretch(tmp_path):
+    """Item 6: train.view_parallel is left out of the resumable config (it changes only the rounding), so a resume
+    may change it; the summary records the mode of every stretch, not the last alone."""
+    from ablate.bench import torch_threads
+    from ablate.run.loop import train
+
+    run = tmp_path / "run"
+    with torch_threads(2):  # the split step needs two torch threads
+        first = train(make_cfg("+method=byol", *TINY, "train.epochs=2", "train.view_parallel=true"), run)
+        assert first["view_parallel"] is True and first["view_parallel_epochs"] == [[0, True]]
+        (run / "summary.json").unlink()  # every epoch checkpointed: the resume starts after epoch 2
+        again = train(make_cfg("+method=byol", *TINY, "train.epochs=2", "train.view_parallel=false"), run)
+    assert again["view_parallel"] is False and again["view_parallel_epochs"] == [[0, True], [2, False]]

@@ -185,6 +185,7 @@ class RunState:
     metrics_init: dict | None = None  # the untrained initialization's metrics (epoch 0), summary.json's metrics_init
     before: dict = field(default_factory=dict)  # the evaluation row before ``last`` (``settled`` compares them)
     checkpoint_saved: bool = True   # the newest checkpoint write succeeded (a failed last one fails the run)
+    step_modes: list = field(default_factory=list)  # [first epoch, train.view_parallel resolved] per resumed stretch
     features: tuple | None = field(default=None, repr=False)  # (step, features) of the newest evaluation, not saved
 
 
@@ -325,6 +326,7 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepp
             write_text(metrics_path, "")
         state = RunState(t_start, z_scale_init=initial_scale(model, data, cfg.data.image_size, cfg))
         state.metrics_init = evaluate_init(state, model, stepper, data, cfg)
+        state.step_modes = [[0, stepper.view_parallel]]
         return state
     diff = config_diff(upgrade_config(ckpt["config"]), resumable_config(cfg))
     if diff:
@@ -346,10 +348,13 @@ def resume(run_dir: Path, cfg: DictConfig, model: JointEmbedding, stepper: Stepp
         write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     log.info("resuming from the epoch %d checkpoint in %s (step %d)", ckpt["epoch"], run_dir, stepper.step)
     # a resumed run keeps the scale of its own initialization (None from checkpoints that predate it)
+    modes = list(ckpt.get("step_modes") or [])  # a resume may change the view mode (it is not in the config)
+    if not modes or modes[-1][1] != stepper.view_parallel:
+        modes.append([ckpt["epoch"], stepper.view_parallel])
     return RunState(t_start - ckpt["wall_s"], epoch=ckpt["epoch"], last=ckpt["last"], streak=ckpt["streak"],
                     stopped_early=ckpt["stopped_early"], z_scale_init=ckpt.get("z_scale_init"),
                     logger_id=ckpt.get("logger_id"), metrics_init=ckpt.get("metrics_init"),
-                    before=ckpt.get("before") or {})
+                    before=ckpt.get("before") or {}, step_modes=modes)
 
 
 def checkpoint_state(state: RunState, model: JointEmbedding, stepper: Stepper, cfg: DictConfig,
@@ -365,6 +370,7 @@ def checkpoint_state(state: RunState, model: JointEmbedding, stepper: Stepper, c
         "stopped_early": state.stopped_early, "wall_s": time.time() - state.t_start,
         "config": resumable_config(cfg), "logger_id": state.logger_id, "processes": D.world()[1],
         "z_scale_init": state.z_scale_init, "metrics_init": state.metrics_init, "before": state.before,
+        "step_modes": state.step_modes,
     }
 
 
