@@ -5,16 +5,13 @@ method's geometry, and 1 process == 2 processes under torchrun."""
 
 import itertools
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY
-from test_dist import BATCH, TOL, WORKER
+from test_dist import TOL, one_and_two_processes
 
 from ablate.config import TECHNIQUES, ConfigError, check_config, switches, techniques
 from ablate.diagnostics import CollapseMonitor, default_thresholds, standardized_std, verdict
@@ -252,17 +249,7 @@ def test_barlow_twins_is_read_on_its_standardized_embeddings():
 def test_two_gloo_processes_match_one_process_for_simclr_and_barlow(tmp_path):
     """Negatives gathered with gradients and the cross-correlation over the global batch: 2 processes at batch
     B/2 train what 1 process trains at batch B (the worker of test_dist)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cases = [" ".join([m, *TINY, f"train.batch_size={BATCH}", "train.precision=fp32", *extra])
-             for m, extra in (("simclr", []), ("barlowtwins", ["predictor=mlp", "stop_grad=target"]))]
-    runs = [(world, rank, tmp_path / f"{world}-{rank}.pt") for world in (1, 2) for rank in range(world)]
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), str(world), str(out), str(tmp_path / "init"),
-                               *cases], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for world, rank, out in runs]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out
-    one, r0, r1 = (torch.load(out) for _, _, out in runs)
+    one, r0, r1 = one_and_two_processes(tmp_path, {"simclr": [], "barlowtwins": ["predictor=mlp", "stop_grad=target"]})
     for method in ("simclr", "barlowtwins"):
         a, b, c = one[method], r0[method], r1[method]
         torch.testing.assert_close(b["losses"], a["losses"], **TOL)

@@ -55,19 +55,25 @@ CASES = {
 }
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+def one_and_two_processes(tmp_path, cases: dict) -> tuple:
+    """``cases`` ({method: extra overrides}) trained by the WORKER in one process and in two gloo processes at
+    batch BATCH: the results of the one process, of rank 0 and of rank 1."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cases = [" ".join([m, *TINY, f"train.batch_size={BATCH}", "train.precision=fp32", *extra])
-             for m, (extra, _) in CASES.items()]
+    args = [" ".join([m, *TINY, f"train.batch_size={BATCH}", "train.precision=fp32", *extra])
+            for m, extra in cases.items()]
     runs = [(world, rank, tmp_path / f"{world}-{rank}.pt") for world in (1, 2) for rank in range(world)]
     # all three processes at once: the two ranks must run together anyway
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(rank), str(world), str(out), str(tmp_path / "init"),
-                               *cases], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for world, rank, out in runs]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
-    one, r0, r1 = (torch.load(out) for _, _, out in runs)
+    return tuple(torch.load(out) for _, _, out in runs)
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    one, r0, r1 = one_and_two_processes(tmp_path, {m: extra for m, (extra, _) in CASES.items()})
     for method, (_, check) in CASES.items():
         a, b, c = one[method], r0[method], r1[method]
         torch.testing.assert_close(b["losses"], a["losses"], **TOL)
