@@ -79,7 +79,3 @@ def main(argv=None) -> None:
     except SystemExit as e:
         p.exit(2, f"{e}\n")
     print(f"wrote {path}, {args.out / 'runs.csv'} and figures")
-
-
-if __name__ == "__main__":
-    main()
