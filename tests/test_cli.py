@@ -36,7 +36,8 @@ def test_short_run_writes_valid_summary(tmp_path):
         assert isinstance(s["metrics"][k], float)
     assert s["verdict"] == "ok", s["verdict_reason"]  # deterministic on CPU: z_std/z_std_ref 0.41, rank_z 5 of 20
     assert s["epochs"] == 2 and s["wall_s"] > 0
-    assert s["compile"] is False and s["compile_aug"] is False  # the step and the colour ops ran eager
+    assert s["compile"] is False and s["compile_mode"] is None  # the step ran eager
+    assert s["compile_aug"] is False  # and the colour ops
     assert set(s["protocol"]) >= {"knn_top1", "linear_top1"}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]

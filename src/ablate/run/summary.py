@@ -97,6 +97,7 @@ def settings(cfg: DictConfig, state, model, stepper, data) -> dict:
         "device": str(stepper.device), "processes": D.world()[1], "equivalences": equivalences(cfg),
         "precision": stepper.precision, "channels_last": stepper.channels_last,
         "compile": stepper.compile, "compile_aug": stepper.compile_aug,
+        "compile_mode": stepper.compiled.mode if stepper.compile else None,  # default | reduce-overhead
         "view_parallel": stepper.view_parallel,  # the last stretch's; every stretch's in view_parallel_epochs
         "view_parallel_epochs": state.step_modes,  # [first epoch, view_parallel] per stretch a resume began
         "host": {k: v for k, v in host().items() if k != "loadavg"},
