@@ -5,21 +5,17 @@ import pytest
 import torch
 from conftest import TINY, make_cfg
 
-from ablate.config import TECHNIQUES, ConfigError
+from ablate.config import TECHNIQUES, ConfigError, techniques
 from ablate.data import load_data
 from ablate.ema import update_momentum
 from ablate.method import JointEmbedding
 from ablate.optim import build_optimizer, param_groups, set_lr
-from ablate.run.compiled import combinations, compile_mode, graph_counts, switch_overrides, whole
+from ablate.run.compiled import combinations, compile_mode, forward_graphs, graph_counts, switch_overrides, whole
 from ablate.run.step import build_runner, optimizer_for
 
 CPU = torch.device("cpu")
-ALL_OFF = dict.fromkeys(TECHNIQUES, False)
-# every switch on and off at least once, and all four var/cov pairs (the loss's branches), over the three methods'
-# invariances and both optimizers; `python -m ablate.bench graphs` checks all 64 settings
-COVERING = [("vicreg", ALL_OFF), ("byol", dict.fromkeys(TECHNIQUES, True)),
-            ("simsiam", {**ALL_OFF, "ema": True, "predictor": True, "var": True}),
-            ("vicreg", {**ALL_OFF, "stop_grad": True, "batchnorm": True, "cov": True})]
+ALL_OFF, ALL_ON = dict.fromkeys(TECHNIQUES, False), dict.fromkeys(TECHNIQUES, True)
+METHODS = ("byol", "simsiam", "vicreg")  # the three invariances and both optimizers (LARS, SGD)
 
 
 def test_compile_modes():
@@ -41,15 +37,37 @@ def _id(x):
     return x if isinstance(x, str) else "".join("01"[v] for v in x.values())
 
 
-@pytest.mark.parametrize("method,on", COVERING, ids=_id)
-def test_forward_loss_optimizer_and_ema_each_trace_as_one_graph(method, on, one_thread):
-    cfg = make_cfg(f"+method={method}", *TINY, *switch_overrides(on))
+# every switch on and off at least once, and all four var/cov pairs (the loss's branches), over the three methods'
+# invariances and both optimizers: each part of the step (forward, optimizer, EMA update) on the TINY model
+COVERING = [("vicreg", ALL_OFF), ("byol", ALL_ON),
+            ("simsiam", {**ALL_OFF, "ema": True, "predictor": True, "var": True}),
+            ("vicreg", {**ALL_OFF, "stop_grad": True, "batchnorm": True, "cov": True}),
+            ("simclr", None), ("barlowtwins", None)]  # the negatives and xcorr switches, in their presets
+
+
+@pytest.mark.parametrize("method,on", COVERING, ids=lambda x: x if isinstance(x, str) else _id(x or {}))
+def test_forward_loss_optimizer_and_ema_each_trace_as_one_graph(method, on):
+    cfg = make_cfg(f"+method={method}", *TINY, *(switch_overrides(on) if on else []))
     model = JointEmbedding(cfg)
     opt = optimizer_for(model, cfg.optim, 0.1, compiled=True)
     x1, x2 = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
     counts = graph_counts(model, opt, x1, x2)
-    assert set(counts) == {"forward", "optimizer", *(["ema"] if on["ema"] else [])}
+    assert set(counts) == {"forward", "optimizer", *(["ema"] if on and on["ema"] else [])}
     assert whole(counts), counts
+
+
+@pytest.mark.parametrize("i", range(64), ids=lambda i: _id(combinations()[i]))
+def test_every_switch_setting_traces_its_forward_and_loss_as_one_graph(i):
+    """All 64 on/off settings of the six switches, each on one of the three methods in turn (so each method meets
+    both settings of every switch): the forward with its loss, which the switches change, is one graph with no
+    break. The backbone, the same module in every setting, is one conv stage here (a quarter of the trace); the
+    covering settings above trace the whole step of the TINY model."""
+    on = combinations()[i]
+    cfg = make_cfg(f"+method={METHODS[i % 3]}", *TINY, *switch_overrides(ALL_ON), "backbone.widths=[8]")
+    for t in TECHNIQUES:  # `t=none` composes to `t: null` (conf/<t>/none.yaml): one compose a method, not 64
+        cfg[t] = cfg[t] if on[t] else None
+    assert techniques(cfg) == on
+    assert forward_graphs(JointEmbedding(cfg), torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)) == (1, 0)
 
 
 def test_lr_is_a_device_tensor_filled_in_place_and_survives_a_checkpoint():
