@@ -318,17 +318,27 @@ def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, cap
     assert {"negatives", "xcorr"} <= set(CSV_FIELDS)  # the report writes the columns the factorial reads
 
 
-def test_the_beyond_table4_sweep_is_its_42_cells_per_seed():
+def test_the_beyond_table4_sweep_is_its_45_cells_per_seed_and_its_reference_rows():
     from test_config import compose_all, expand
 
+    from ablate.report.table4 import place, reference
+
     jobs = expand("beyond_table4")
-    assert len(jobs) == 14 * 3 * 3
+    assert len(jobs) == 15 * 3 * 3
     cfgs = compose_all("beyond_table4", [j for j in jobs if "seed=0" in j])
     got = {(c.method.name, *(int(v) for v in switches(c).values())) for c in cfgs}
-    assert len(cfgs) == len(got) == 42  # every cell a different computation
+    assert len(cfgs) == len(got) == 45  # every cell a different computation
+    ref = reference("beyond_table4")
     for c in cfgs:
         check_config(c)
-        assert (c.train.epochs, c.data.name, c.model.head_width_mult) == (15, "shapes", 0.25)  # table_cpu
+        assert (c.train.epochs, c.data.name, c.backbone.widths[0]) == (15, "shapes", 8)  # factorial_cpu
+        # the reference row named by +row has the switches the config composes: the report places it there
+        run = {"method": c.method.name, "techniques": switches(c), "choices": {}, "dir": "x"}
+        reg = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}[(run["techniques"]["var"],
+                                                                                       run["techniques"]["cov"])]
+        assert place(run, ref) is not None and place(run, ref)[1] == reg
+    assert len({place({"method": c.method.name, "techniques": switches(c), "choices": {}, "dir": "x"}, ref)
+                for c in cfgs}) == 45
     methods = {c.method.name for c in cfgs}
     assert methods == {"simclr", "barlowtwins", "simsiam", "vicreg"}
     # the new terms are given only to Table 4's rows that collapse without a regularizer
@@ -336,3 +346,35 @@ def test_the_beyond_table4_sweep_is_its_42_cells_per_seed():
         on = switches(c)
         if c.method.name in ("simsiam", "vicreg") and (on["negatives"] or on["xcorr"]):
             assert not on["predictor"] and not on["batchnorm"]
+
+
+def test_the_beyond_report_places_its_rows_checks_the_papers_claims_and_lists_the_rescues(tmp_path):
+    """A constructed beyond_table4 sweep (2 seeds): the collapsing rows of Table 4 and Barlow Twins without its
+    off-diagonal term collapse with No Reg, every other cell trains."""
+    from test_report import fake_run
+
+    from ablate.report import write_report
+    from ablate.report.table4 import REG_OF_SWITCHES, reference
+
+    ref = reference("beyond_table4")
+    sweep = tmp_path / "sweep"
+    collapsing = {"simsiam_no_pred_no_bn", "vicreg_no_bn"}
+    for (row, r), (bits, reg), seed in itertools.product(ref.iterrows(), REG_OF_SWITCHES.items(), (0, 1)):
+        tech = {t: bool(r[t]) for t in (*TECHNIQUES[:4], "negatives", "xcorr")} | dict(zip(("var", "cov"), bits))
+        dead = reg == "none" and row in collapsing
+        dim = reg == "none" and row == "barlowtwins_no_xcorr"
+        fake_run(sweep, f"{row},{reg},{seed}", r["method"], tech, row=row, reg=reg, seed=seed,
+                 experiment="beyond_table4", verdict="collapse" if dead else "dimensional_collapse" if dim else "ok",
+                 linear=10.0 if dead else 30.0 if dim else 50.0 + seed)
+    md = write_report([sweep], tmp_path / "out", figures=False).read_text()
+    assert md.startswith("# Anti-collapse ablations: Beyond Table 4")
+    assert "### Beyond Table 4" in md and "| Method | ME | SG | PR | BN | Neg | XC |" in md
+    claims = md[md.index("Paper's claim (Beyond Table 4)"):].split("\n\n")[0]
+    assert claims.count("| held |") == 3, claims
+    assert "| SimCLR |  |  |  | ✓ | ✓ |  | 50.5 ± 6.4 / 90.7† |" in md
+    assert "| SimSiam |  | ✓ |  |  |  |  | collapse 2/2" in md  # Table 4's own cell, its paper value beside it
+    rescues = md[md.index("What each added term does"):].split("\n\n")[1].splitlines()
+    assert rescues[0].startswith("- Barlow Twins BN (barlowtwins_no_xcorr), No Reg: 30.0 ± 0.0 (dim. collapse in 2/2)")
+    assert rescues[1] == ("- SimSiam SG (simsiam_no_pred_no_bn), No Reg: collapse 2/2; + Neg: 50.5 ± 6.4; + XC: 50.5 ± "
+                          "6.4; + Var: 50.5 ± 6.4; + Var/Cov: 50.5 ± 6.4")
+    assert "All 8 finished cells that a paper reports (8 of 45) agree with it" in md  # SimCLR, Barlow, 2 x 3 of Table 4

@@ -113,6 +113,10 @@ def make_sweeps(tmp_path):
     return a, b
 
 
+# the tests that read the fixture report run on one xdist worker, which builds it once
+SHARED = pytest.mark.xdist_group("report_fixture")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """The report on the fixture sweeps, built once (figures take seconds), and the warnings it printed."""
@@ -131,6 +135,7 @@ def table_row(md, prefix):
     return next(line for line in md.splitlines() if line.startswith(prefix))
 
 
+@SHARED
 def test_report_table_text(report):
     out, err = report
     assert "skipping" in err and "other/summary.json" in err  # the unrelated file, one warning
@@ -168,6 +173,7 @@ def test_report_table_text(report):
     assert fact.count("| pending |") == 60 and "| pending (1/3 ep) |" in fact
 
 
+@SHARED
 def test_report_csv_and_figures(report):
     out, _ = report
     df = pd.read_csv(out / "runs.csv")
@@ -193,6 +199,7 @@ def test_report_csv_and_figures(report):
         assert f"({name}.png)" in (out / "report.md").read_text()
 
 
+@SHARED
 def test_report_shows_each_geometry_and_the_claims(report):
     out, _ = report
     md = (out / "report.md").read_text()
@@ -217,6 +224,7 @@ def test_report_shows_each_geometry_and_the_claims(report):
     assert "[raw]" in table_row(md, "| SimSiam (simsiam_no_bn), Var/Cov Reg [raw]")
 
 
+@SHARED
 def test_report_reads_an_earlier_runs_csv(report, tmp_path):
     """An earlier report's runs.csv stands for its runs; a live run with the same path and geometry replaces
     its row, one with another geometry (the new default) sits beside it in the other table."""
@@ -406,9 +414,8 @@ def test_a_sweep_that_is_not_table4_gets_a_comparison_report(tmp_path):
     from ablate.report import compare, figures
     from ablate.report.cells import build_settings
     from ablate.report.load import find_runs
-    from ablate.report.table4 import reference
 
-    (s,) = build_settings(find_runs([sweep]), reference())
+    (s,) = build_settings(find_runs([sweep]))
     s["comparison"] = compare.comparison(s)
     plt = figures.pyplot()
     seen = []
@@ -471,6 +478,7 @@ def test_an_inverted_baseline_pair_is_not_normalizable(tmp_path):
     assert pd.read_csv(tmp_path / "r" / "runs.csv")["linear_norm"].isna().all()
 
 
+@SHARED
 def test_reused_runs_say_their_curves_were_not_kept(report, tmp_path):
     out, _ = report
     write_report([out / "runs.csv"], tmp_path / "again", figures=False)
@@ -485,6 +493,7 @@ def test_reused_runs_say_their_curves_were_not_kept(report, tmp_path):
     assert texts == ["curve not kept (runs.csv)"]
 
 
+@SHARED
 def test_report_leads_with_the_answer_and_renders_the_note_after_it(report, tmp_path):
     out, _ = report
     note = tmp_path / "note.md"
@@ -516,16 +525,16 @@ def test_the_t_interval_on_worked_numbers():
         t975(0)
 
 
+@SHARED
 def test_the_spectra_label_promises_dashes_only_where_a_collapsed_run_is_drawn(report, tmp_path):
     from ablate.report import figures
     from ablate.report.cells import build_settings
     from ablate.report.load import find_runs
-    from ablate.report.table4 import reference
 
     out, _ = report
     root = out.parent
-    ref = reference()
-    (s,) = build_settings(find_runs([root / "sweep_a", root / "sweep_b"]), ref)
+    (s,) = build_settings(find_runs([root / "sweep_a", root / "sweep_b"]))
+    ref = s["ref"]
     seen = []
     real_save = figures._save
     figures._save = lambda plt, fig, path, dpi=100: seen.append(fig)

@@ -11,7 +11,7 @@ from ..run.summary import FINISHED
 from . import factorial as fa
 from .load import runs_frame
 from .stats import fmt_ci, mean_ci
-from .table4 import REGS, geometry_modes, in_geometry, is_table4, place
+from .table4 import REGS, geometry_modes, in_geometry, is_table4, place, reference_for
 from .tables import md_table, short
 
 VERDICT_WORDS = {"ok": "ok", "dimensional_collapse": "dim. collapse", "collapse": "collapse", "diverged": "diverged"}
@@ -241,8 +241,12 @@ def analyses(runs: list[dict], factorial: dict) -> dict:
     return out
 
 
-def build_setting(key: tuple, every: list[dict], ref: pd.DataFrame) -> dict:
-    """One setting: its runs, baselines, and either its Table 4 cells, its factorial, or its comparison."""
+def build_setting(key: tuple, every: list[dict]) -> dict:
+    """One setting: its runs, baselines, and either its cells of a reference table (Table 4 or beyond it,
+    ``reference_for``; ``ref``), its factorial, or its comparison."""
+    ref = reference_for(every)
+    for r in every:
+        r["cell"] = place(r, ref)
     base = [r for r in every if r["baseline"]]
     refs = baseline_refs(base)
     for r in every:
@@ -259,15 +263,13 @@ def build_setting(key: tuple, every: list[dict], ref: pd.DataFrame) -> dict:
     return {"key": key[:3], "setting": key[3], "scale": max(set(named), key=named.count) if named else "custom",
             "runs": every, "seeds": seeds, "tables": tables, "factorial": factorial,
             "analysis": analyses(srun, factorial), "baselines": base, "norm_problem": normalization(refs),
-            "differ": differ, "compare": not tables and not factorial}
+            "differ": differ, "compare": not tables and not factorial, "ref": ref}
 
 
-def build_settings(runs: list[dict], ref: pd.DataFrame) -> list[dict]:
+def build_settings(runs: list[dict]) -> list[dict]:
     """One entry per setting (``setting_groups``), each with a file-name stem ``slug`` for its figures."""
-    for r in runs:
-        r["cell"] = place(r, ref)
     groups = setting_groups(runs)
-    settings = [build_setting(key, groups[key], ref) for key in sorted(groups, key=str)]
+    settings = [build_setting(key, groups[key]) for key in sorted(groups, key=str)]
     scales = [s["scale"] for s in settings]
     for i, s in enumerate(settings):
         s["slug"] = s["scale"] if scales.count(s["scale"]) == 1 else f"{s['scale']}_{i + 1}"

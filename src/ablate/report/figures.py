@@ -11,7 +11,7 @@ from ..config import SWITCHES
 from . import factorial as fa
 from .cells import combo
 from .stats import mean_ci
-from .table4 import REG_OF_SWITCHES, REGS, SHORT, in_geometry, row_label
+from .table4 import REG_OF_SWITCHES, REGS, SHORT, TABLES, disagrees, in_geometry, row_label
 
 COLORS = {"ok": "#66bb6a", "dimensional_collapse": "#ffca28", "collapse": "#ef5350", "diverged": "#ab47bc",
           "mixed": "#90caf9", "failed": "#9e9e9e", "pending": "#f5f5f5"}
@@ -60,23 +60,25 @@ def _finish_grid(plt, fig, ax, width: int, height: int, title: str, path: Path) 
 
 
 def table_figure(plt, s: dict, mode: str, ref: pd.DataFrame, path: Path) -> None:
-    """The 8 x 3 Table 4, ours and the paper's in each cell, a black frame where collapse disagrees."""
+    """The rows x 3 table (Table 4 or beyond it), ours and the paper's in each cell, a black frame where collapse
+    disagrees."""
     from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(12, 8.5))
+    fig, ax = plt.subplots(figsize=(12, 1.06 * len(ref)))  # Table 4's 8 rows: 8.5 in
     for i, row in enumerate(ref.index):
         ax.text(-0.05, i + 0.5, row_label(ref, row), ha="right", va="center", fontsize=FONT + 2)
         for j, reg in enumerate(REGS):
             c, paper = s["tables"][mode][(row, reg)], ref.loc[row, reg]
-            flag = c["collapse"] is not None and c["collapse"] != (paper == "collapse")
+            flag = disagrees(c, paper)
             ax.add_patch(Rectangle((j, i), 1, 1, facecolor=COLORS[c["color"]], edgecolor="black" if flag else
                                    "white", lw=2.5 if flag else 1))
             text = c["text"].replace(" (", "\n(")  # the remarks on their own line: cells are narrow
-            ax.text(j + 0.5, i + 0.5, f"{text}\npaper: {paper}" + ("\n(!) disagrees" if flag else ""),
+            ax.text(j + 0.5, i + 0.5, f"{text}\npaper: {paper or '—'}" + ("\n(!) disagrees" if flag else ""),
                     ha="center", va="center", fontsize=FONT)
     for j, reg in enumerate(REGS.values()):
         ax.text(j + 0.5, -0.1, reg, ha="center", va="bottom", fontsize=FONT + 3)
-    _finish_grid(plt, fig, ax, 3, len(ref), f"VICReg Table 4, ours ({s['slug']}, reg_geometry={mode}) vs paper, "
+    title = TABLES[ref.attrs["table"]]
+    _finish_grid(plt, fig, ax, 3, len(ref), f"{title}, ours ({s['slug']}, reg_geometry={mode}) vs paper, "
                  f"coloured by our verdict\nours: linear top-1 %, mean ± 95% t interval over seeds; [n]: between "
                  f"the baselines", path)
 

@@ -9,7 +9,7 @@ from importlib import resources
 
 import pandas as pd
 
-from ..config import SWITCHES, TECHNIQUES
+from ..config import TECHNIQUES
 from ..losses import reg_geometry
 from ..run.summary import FINISHED
 from .load import regularized, warn
@@ -19,31 +19,34 @@ REGS = {"none": "No Reg", "var": "Var Reg", "var_cov": "Var/Cov Reg"}
 REG_OF_SWITCHES = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}
 SHORT = {"ema": "ME", "stop_grad": "SG", "predictor": "PR", "batchnorm": "BN", "var": "Var", "cov": "Cov",
          "negatives": "Neg", "xcorr": "XC"}
-BEYOND = SWITCHES[len(TECHNIQUES):]  # negatives, xcorr: no Table 4 cell has them
 GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geometry=auto`, the default: sphere "
                       "for BYOL/SimSiam, raw for VICReg)",
               "raw": "var/cov on the raw projector outputs in every row (`reg_geometry=raw`)",
               "sphere": "var/cov on sqrt(d) z/|z| in every row (`reg_geometry=sphere`)"}
 
 
-def reference() -> pd.DataFrame:
-    """The paper's Table 4 (shipped in the package), indexed by the conf/row/ option name."""
-    with (resources.files("ablate") / "reference" / "vicreg_table4.csv").open() as f:
+TABLES = {"vicreg_table4": "VICReg Table 4", "beyond_table4": "Beyond Table 4"}
+TERMS = ("negatives", "xcorr")  # the switches of the rows beyond Table 4: off in every Table 4 row
+
+
+def reference(name: str = "vicreg_table4") -> pd.DataFrame:
+    """A reference table shipped in the package (``TABLES``), indexed by the conf/row/ option name: the paper's
+    Table 4, or the rows beyond it with their published numbers. ``ref.attrs["table"]`` names it."""
+    with (resources.files("ablate") / "reference" / f"{name}.csv").open() as f:
         ref = pd.read_csv(f, comment="#", dtype=str, keep_default_na=False).set_index("row")
-    for t in TECHNIQUES[:4]:
-        ref[t] = ref[t] == "1"
+    for t in (*TECHNIQUES[:4], *TERMS):
+        ref[t] = ref[t] == "1" if t in ref else False
+    ref.attrs["table"] = name
     return ref
 
 
 def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
-    """The Table 4 cell (row, reg) of a run, or None when its method and switches are not in the table."""
+    """The cell (row, reg) of a run in ``ref``, or None when its method and switches are not in the table."""
     tech, method = run["techniques"], run["method"]
     by_switches = None
-    if tech and any(tech.get(t) for t in BEYOND):
-        return None
     if tech and method:
         reg = REG_OF_SWITCHES.get((tech["var"], tech["cov"]))
-        match = ref[(ref["method"] == method) & pd.concat([ref[t] == tech[t] for t in TECHNIQUES[:4]],
+        match = ref[(ref["method"] == method) & pd.concat([ref[t] == bool(tech.get(t)) for t in (*TECHNIQUES[:4], *TERMS)],
                                                            axis=1).all(axis=1)]
         if reg and len(match):
             by_switches = (match.index[0], reg)
@@ -57,9 +60,17 @@ def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
     return by_switches
 
 
+def reference_for(runs: list[dict]) -> pd.DataFrame:
+    """The reference a setting's runs fill: beyond Table 4 when some run came from that sweep or has one of its
+    terms, else Table 4."""
+    beyond = any(r["experiment"] == "beyond_table4" or any((r["techniques"] or {}).get(t) for t in TERMS)
+                 for r in runs if not r["baseline"])
+    return reference("beyond_table4" if beyond else "vicreg_table4")
+
+
 def is_table4(runs: list[dict]) -> bool:
     """Whether these (non-baseline) runs are Table 4 cells: some came from the Table 4 sweep."""
-    return any(r["experiment"] == "vicreg_table4" or r["choices"].get("row") for r in runs)
+    return any(r["experiment"] in TABLES or r["choices"].get("row") for r in runs)
 
 
 def in_geometry(run: dict, mode: str) -> bool:
@@ -77,7 +88,7 @@ def geometry_modes(runs: list[dict]) -> list[str]:
 
 def row_label(ref: pd.DataFrame, row: str) -> str:
     r = ref.loc[row]
-    return f"{r['label']} " + (" ".join(SHORT[t] for t in TECHNIQUES[:4] if r[t]) or "-")
+    return f"{r['label']} " + (" ".join(SHORT[t] for t in (*TECHNIQUES[:4], *TERMS) if r[t]) or "-")
 
 
 def cell_label(ref: pd.DataFrame, cell: tuple) -> str:
@@ -85,8 +96,18 @@ def cell_label(ref: pd.DataFrame, cell: tuple) -> str:
     return f"{row_label(ref, row)} {REGS[reg].replace(' Reg', '') if reg != 'none' else REGS[reg]}"
 
 
+def _columns(ref: pd.DataFrame) -> tuple:
+    """The switches a table's rows differ in: Table 4's four, then the two terms where some row has one."""
+    return (*TECHNIQUES[:4], *(t for t in TERMS if ref[t].any()))
+
+
+def disagrees(cell: dict, paper: str) -> bool:
+    """Our collapse verdict against the paper's cell (never where no paper reports the cell)."""
+    return paper != "" and cell["collapse"] is not None and cell["collapse"] != (paper == "collapse")
+
+
 def table_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> tuple[str, list[str]]:
-    """Table 4 of one geometry (ours / paper in each cell, ⚠ where collapse disagrees) and the flag lines."""
+    """The table of one geometry (ours / paper in each cell, ⚠ where collapse disagrees) and the flag lines."""
     rows, flags = [], []
     for row, r in ref.iterrows():
         cells = []
@@ -94,17 +115,32 @@ def table_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> tuple[str, li
             c, paper = setting["tables"][mode][(row, reg)], r[reg]
             dagger = "†" if r["original"] == reg else ""
             flag = ""
-            if c["collapse"] is not None and c["collapse"] != (paper == "collapse"):
+            if disagrees(c, paper):
                 flag = " ⚠"
                 reasons = sorted({x["verdict_reason"] for x in setting["runs"]
                                   if x["cell"] == (row, reg) and in_geometry(x, mode) and x["status"] in FINISHED
                                   and x["verdict_reason"]})
                 flags.append(f"- {r['label']} ({row}), {REGS[reg]}: ours {c['text']}, paper {paper}. "
                              f"Our verdict: {'; '.join(reasons)}.")
-            cells.append(f"{c['text']} / {paper}{dagger}{flag}")
-        rows.append([r["label"], *("✓" if r[t] else "" for t in TECHNIQUES[:4]), *cells])
-    header = ["Method", "ME", "SG", "PR", "BN", *(f"{v} (ours / paper)" for v in REGS.values())]
+            cells.append(f"{c['text']} / {paper or '—'}{dagger}{flag}")
+        rows.append([r["label"], *("✓" if r[t] else "" for t in _columns(ref)), *cells])
+    header = ["Method", *(SHORT[t] for t in _columns(ref)), *(f"{v} (ours / paper)" for v in REGS.values())]
     return md_table(header, rows), flags
+
+
+def rescues_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> list[str]:
+    """One line per row that another row adds a single term to (``base``/``term`` in the reference): the row
+    with No Reg, then each term that is added to it (the other rows, Var, Var/Cov) and what the cell became."""
+    if "base" not in ref:
+        return []
+    t, out = setting["tables"][mode], []
+    for base in dict.fromkeys(b for b in ref["base"] if b):
+        added = [(f"+ {SHORT[ref.loc[row, 'term']]}", (row, "none")) for row in ref.index if ref.loc[row, "base"] == base]
+        added += [(f"+ {REGS[reg].replace(' Reg', '')}", (base, reg)) for reg in ("var", "var_cov")
+                  if ref.loc[base, "term"] == ""]  # a row of its own, not a term added to a Table 4 row
+        out.append(f"- {row_label(ref, base)} ({base}), No Reg: {t[(base, 'none')]['text']}; "
+                   + "; ".join(f"{name}: {t[cell]['text']}" for name, cell in added))
+    return out
 
 
 # The paper's statements about Table 4; each test reads one table of cells and returns True, False or None
@@ -140,7 +176,7 @@ def _close(cell, base, points=2.0):
 
 WITH_BN = ("byol", "simsiam")
 ROWS_3_8 = ("simsiam_no_bn", "simsiam_no_pred_no_bn", "vicreg_pred_no_bn", "vicreg_pred", "vicreg", "vicreg_no_bn")
-CLAIMS = [
+TABLE4_CLAIMS = [
     ("BYOL and SimSiam with BN need no var/cov: no collapse with No Reg",
      [_no_collapse((row, "none")) for row in WITH_BN]),
     ("SimSiam without BN does not collapse with No Reg, but is below SimSiam with BN (35.1 vs 67.9)",
@@ -156,6 +192,15 @@ CLAIMS = [
     ("Var or Var/Cov changes BYOL and SimSiam with BN little (paper: within 1 point; here: within 2)",
      [_close((row, reg), (row, "none")) for row in WITH_BN for reg in ("var", "var_cov")]),
 ]
+BEYOND_CLAIMS = [
+    ("SimCLR trains without a predictor, EMA or stop-gradient: no collapse with No Reg (its own setup, BN in the "
+     "projector)", [_no_collapse(("simclr", "none"))]),
+    ("Barlow Twins trains without a predictor, EMA or stop-gradient: no collapse with No Reg (its own setup, BN in "
+     "the projector)", [_no_collapse(("barlowtwins", "none"))]),
+    ("Barlow Twins needs its off-diagonal term: without it (the diagonal invariance alone) it collapses or falls "
+     "below Barlow Twins", [_better(("barlowtwins", "none"), ("barlowtwins_no_xcorr", "none"))]),
+]
+CLAIMS = {"vicreg_table4": TABLE4_CLAIMS, "beyond_table4": BEYOND_CLAIMS}
 VERDICT_WORDS = {(True,): "held", (False,): "not held", (False, True): "mixed"}
 
 
@@ -178,11 +223,12 @@ def claims_markdown(setting: dict, ref: pd.DataFrame) -> str | None:
     and the cells that decide it; None when no claim is decided yet."""
     modes = list(setting["tables"])
     rows = []
-    for claim, tests in CLAIMS:
+    for claim, tests in CLAIMS[ref.attrs["table"]]:
         outcomes = [_claim_outcome(tests, setting["tables"][mode], ref) for mode in modes]
         if any(outcomes):
             rows.append([claim, *(o or "not run" for o in outcomes),
                          ", ".join(cell_label(ref, c) for c, _ in tests)])
     if not rows:
         return None
-    return md_table(["Paper's claim (VICReg Table 4)", *(f"`reg_geometry={m}`" for m in modes), "cells"], rows)
+    title = TABLES[ref.attrs["table"]]
+    return md_table([f"Paper's claim ({title})", *(f"`reg_geometry={m}`" for m in modes), "cells"], rows)
