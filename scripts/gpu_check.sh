@@ -70,7 +70,7 @@ TINY=("backbone.widths=[4,8,8,16]" model.head_width_mult=0.01 train.batch_size=1
       data.test_size=32 eval.bank_size=64 eval.linear.epochs=2 train.epochs=1 train.warmup_epochs=0)
 if [ $DRY = 1 ]; then
   DEV=(device=cpu) SIZE=("${TINY[@]}") GPU_DATA=(data=shapes backbone=small_cnn "${TINY[@]}")
-  SUITE=(tests/test_compile.py -k "modes or combinations") ROWS=(+row=simsiam +reg=none) CUDA_TESTS=tests/test_cuda.py
+  SUITE=(-n0 tests/test_compile.py -k "modes or combinations") ROWS=(+row=simsiam +reg=none) CUDA_TESTS=tests/test_cuda.py
   QUICKSTART=2 METHODS=(vicreg)  # the plumbing of each section, at the least work that exercises it
   LIMITS=(environment=20 cuda_tests=60 suite=60 quickstart=120 bench=90 table=150)
 else
@@ -80,7 +80,7 @@ else
   LIMITS=(environment=15 cuda_tests=90 suite=120 quickstart=60 bench=110 table=130)
 fi
 limit() { for kv in "${LIMITS[@]}"; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"; done; }
-cuda_tests() { "$PY" -m pytest -v -p no:cacheprovider -m cuda "$ROOT/$CUDA_TESTS"; }
+cuda_tests() { "$PY" -m pytest -v -n0 -p no:cacheprovider -m cuda "$ROOT/$CUDA_TESTS"; }  # one GPU: one process
 suite() { "$PY" -m pytest -v -p no:cacheprovider "${SUITE[@]/#tests/$ROOT/tests}"; }
 
 environment() {

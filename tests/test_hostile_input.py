@@ -287,6 +287,9 @@ def test_a_planted_cache_entry_with_a_valid_checksum_is_not_trained_on(tmp_path)
 
 
 # ---------------------------------------------------------------------------- tools (items 8, 15, 18)
+TRAINED = pytest.mark.xdist_group("trained_fixture")  # one xdist worker trains the fixture runs once
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Two finished tiny runs: one whose data config gives mean/std, one whose statistics are computed."""
@@ -300,6 +303,7 @@ def trained(tmp_path_factory):
     return root
 
 
+@TRAINED
 def test_export_writes_the_run_normalization_whether_given_or_computed(trained, tmp_path):
     import json
 
@@ -319,6 +323,7 @@ def test_export_writes_the_run_normalization_whether_given_or_computed(trained, 
 
 @pytest.mark.parametrize("name", ["summary.pt", "checkpoint.pt", "metrics.jsonl", "linear_eval.pt",
                                   "checkpoint.epoch1.pt", "config.yaml", "sub"])
+@TRAINED
 def test_export_never_writes_over_a_run_file_nor_into_a_directory_name(trained, name, capsys):
     from ablate.tools.export import main
 
@@ -331,6 +336,7 @@ def test_export_never_writes_over_a_run_file_nor_into_a_directory_name(trained, 
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@TRAINED
 def test_export_writes_the_weights_with_their_sidecar_or_neither(trained, tmp_path, monkeypatch, capsys):
     import ablate.tools.export as E
 
@@ -346,6 +352,7 @@ def test_export_writes_the_weights_with_their_sidecar_or_neither(trained, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@TRAINED
 @pytest.mark.parametrize("device", ["bogus", "cuda:99" if torch.cuda.is_available() else "cuda"])
 def test_linear_and_geometry_refuse_a_device_in_one_line(trained, device, capsys):
     from ablate.tools import geometry, linear
@@ -357,6 +364,7 @@ def test_linear_and_geometry_refuse_a_device_in_one_line(trained, device, capsys
         assert len(err) == 1 and "--device" in err[0], err
 
 
+@TRAINED
 def test_linear_refuses_an_unwritable_out_before_training(trained, tmp_path, monkeypatch, capsys):
     from ablate.tools import linear
 
@@ -528,7 +536,7 @@ def test_an_unknown_key_without_plus_is_one_line(tmp_path, args):
 
 
 def test_multirun_flag_anywhere_on_the_line(tmp_path):
-    for where in (0, 2, 99):
+    for where in (2, 99):  # first on the line: every sweep test (test_cli, test_experiments)
         args = ["+method=byol", *TINY, "seed=4", f"hydra.sweep.dir={tmp_path / str(where)}"]
         args.insert(where, "-m")
         r = run_ablate(*args, cwd=tmp_path)

@@ -41,6 +41,7 @@ def colour_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.xdist_group("colour_run")  # one worker trains the fixture run once
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 def test_linear_eval_learns_an_easy_task_and_writes_its_protocol(colour_run, tmp_path, optimizer, capsys):
     out = tmp_path / f"{optimizer}.json"
