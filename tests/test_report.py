@@ -288,6 +288,13 @@ def test_report_places_each_cell_between_the_baselines(tmp_path):
     assert df.loc[["random_s0", "sup_s0"], "row"].isna().all()  # never placed in a cell
 
 
+def test_no_figures_writes_the_text_alone_and_says_so(tmp_path):
+    a, _ = make_sweeps(tmp_path)
+    assert main([str(a), "--out", str(tmp_path / "r"), "--no-figures"]) in (None, 0)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "runs.csv"]
+    assert "--no-figures`" in (tmp_path / "r" / "report.md").read_text()  # the command that regenerates it
+
+
 def test_report_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
