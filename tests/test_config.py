@@ -8,6 +8,7 @@ import yaml
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from ablate.config import TECHNIQUES, ConfigError, check_config, conf_dir, techniques
 from ablate.errors import AblateError
@@ -51,6 +52,11 @@ def test_factorial_sweep_is_all_64_combinations():
     combos = [tuple(techniques(c)[t] for t in TECHNIQUES) for c in cfgs]
     assert len(jobs) == 64 and set(combos) == set(itertools.product([True, False], repeat=6))
     assert {c.method.name for c in cfgs} == {"simsiam"}
+    # `t=none` composes to the all-on config with `t: null` and nothing else changed, so tests that need many
+    # combinations compose once and null the switches they turn off (test_method, test_compile)
+    full = OmegaConf.to_container(cfgs[combos.index((True,) * 6)])
+    for c, combo in zip(cfgs, combos):
+        assert OmegaConf.to_container(c) == {**full, **{t: None for t, on in zip(TECHNIQUES, combo) if not on}}
 
 
 def test_seeds_are_a_sweep_dimension():

@@ -78,9 +78,9 @@ def test_every_value_is_checked_against_the_schema(arg, message):
 
 
 @pytest.mark.parametrize("arg", ['optim.lr="0.1"', "data.std=[0,0,0]", "aug.crop_scale=[0.5]", "eval.test_size=1"])
-def test_the_cli_refuses_in_one_line_before_anything_is_written(tmp_path, arg):
+def test_the_cli_refuses_in_one_line_before_anything_is_written(tmp_path, arg, refused):
     out = tmp_path / "run"
-    line = one_line(run_ablate("+method=byol", *TINY, arg, f"hydra.run.dir={out}", cwd=tmp_path))
+    line = one_line(refused("+method=byol", *TINY, arg, f"hydra.run.dir={out}"))
     assert line.startswith("ablate: error: ") and arg.split("=")[0] in line
     assert not out.exists()  # nothing recorded, so the fixed command runs
 
@@ -111,11 +111,14 @@ def test_knn_at_a_small_temperature_votes_like_nearest_neighbours():
 @pytest.mark.parametrize("arg,message", [("train.batch_size=0", "train.batch_size=0 must be an integer >= 1"),
                                           ("ema=bogus", "unknown option 'bogus' for ema"),
                                           ("aug.flip_p=3", "aug.flip_p=3 must be finite")])
-def test_bench_checks_the_config_before_compute(arg, message):
-    r = subprocess.run([sys.executable, "-m", "ablate.bench", "step", *TINY, arg], capture_output=True, text=True,
-                       timeout=300)
-    errors = [x for x in r.stderr.splitlines() if "error" in x]
-    assert r.returncode == 2 and len(errors) == 1 and message in errors[0], r.stderr
+def test_bench_checks_the_config_before_compute(arg, message, monkeypatch, capsys):
+    from ablate import bench
+
+    monkeypatch.setattr(bench, "load_data", lambda *a: pytest.fail("the bench went on to load the data"))
+    with pytest.raises(SystemExit) as e:
+        bench.main(["step", *TINY, arg])
+    errors = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
+    assert e.value.code == 2 and len(errors) == 1 and message in errors[0], errors
 
 
 # ---------------------------------------------------------------------------- labels (item 1)
@@ -415,15 +418,16 @@ def test_the_run_files_replace_a_link_instead_of_writing_through_it(tmp_path):
     assert target.read_text() == "mine\n"
 
 
-def test_a_run_directory_that_is_not_a_run_or_empty_is_refused(tmp_path):
+def test_a_run_directory_that_is_not_a_run_or_empty_is_refused(tmp_path, refused, monkeypatch):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my notes\n")
-    line = one_line(run_ablate("+method=byol", *TINY, f"hydra.run.dir={mine}", cwd=tmp_path))
+    line = one_line(refused("+method=byol", *TINY, f"hydra.run.dir={mine}"))
     assert "holds files that are not a run's (notes.txt)" in line
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     (tmp_path / "keep.txt").write_text("x")
-    assert "hydra.run.dir is empty" in one_line(run_ablate("+method=byol", *TINY, "hydra.run.dir=", cwd=tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert "hydra.run.dir is empty" in one_line(refused("+method=byol", *TINY, "hydra.run.dir="))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "mine"]
 
 
@@ -530,30 +534,48 @@ def test_a_cell_another_sweep_holds_is_not_counted_as_failed(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train.epochz=3"], ["-m", "train.epochz=3,4"], ["data.rooot=x", "-m"]])
-def test_an_unknown_key_without_plus_is_one_line(tmp_path, args):
-    line = one_line(run_ablate("+method=byol", *args, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path))
+def test_an_unknown_key_without_plus_is_one_line(tmp_path, args, refused):
+    line = one_line(refused("+method=byol", *args, f"hydra.run.dir={tmp_path / 'r'}"))
     assert "is not a config key" in line and "write +" in line
 
 
-def test_multirun_flag_anywhere_on_the_line(tmp_path):
-    for where in (2, 99):  # first on the line: every sweep test (test_cli, test_experiments)
+def test_multirun_flag_anywhere_on_the_line(tmp_path, monkeypatch):
+    """The CLI hands Hydra ``-m`` first wherever the line has it (checked in this process for three places),
+    and a sweep with it last runs (a subprocess; first on the line: every sweep test)."""
+    from ablate.run import cli
+
+    handed = []
+    monkeypatch.setattr(cli, "_hydra_main", lambda: handed.append(list(sys.argv[1:])))
+    monkeypatch.setenv(cli.SWEEP_STATUS, "")  # main sets it for the sweep's cells: restored afterwards
+    for where in (0, 2, 99):
         args = ["+method=byol", *TINY, "seed=4", f"hydra.sweep.dir={tmp_path / str(where)}"]
         args.insert(where, "-m")
-        r = run_ablate(*args, cwd=tmp_path)
-        assert r.returncode == 0 and "unrecognized arguments" not in r.stderr, r.stderr
+        monkeypatch.setattr(sys, "argv", ["ablate", *args])
+        cli.main()
+        assert handed[-1][0] == "-m" and handed[-1].count("-m") == 1 and set(args) <= set(handed[-1])
+    monkeypatch.undo()
+    r = run_ablate(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "unrecognized arguments" not in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------------------- runs.csv input (item 18)
 @pytest.mark.parametrize("content", [b"", b"\x00\x01\x02PK\x03\x04" * 50, b"just,some\n1,2\n", b"\xff\xfe\xfa\n",
                                      b'a,"b\n1,2,3,4\n'])
 @pytest.mark.parametrize("tool", ["ablate.report", "ablate.report.factorial"])
-def test_report_and_factorial_refuse_a_file_that_is_not_a_runs_csv_in_one_line(tmp_path, tool, content):
+def test_report_and_factorial_refuse_a_file_that_is_not_a_runs_csv_in_one_line(tmp_path, tool, content, capsys):
+    import importlib
+
     csv = tmp_path / "runs.csv"
     csv.write_bytes(content)
     out = ["--out", str(tmp_path / "rep")] if tool == "ablate.report" else []
-    r = subprocess.run([sys.executable, "-m", tool, str(csv), *out], capture_output=True, text=True, timeout=300)
-    lines = [x for x in r.stderr.strip().splitlines() if "RuntimeWarning" not in x]  # runpy's, on the submodule
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), r.stderr
+    if content == b"":  # once per tool as `python -m TOOL`: its entry point and exit status
+        r = subprocess.run([sys.executable, "-m", tool, str(csv), *out], capture_output=True, text=True, timeout=300)
+        code, lines = r.returncode, [x for x in r.stderr.strip().splitlines() if "RuntimeWarning" not in x]
+    else:  # in this process: the same main, without an interpreter's start
+        with pytest.raises(SystemExit) as e:
+            importlib.import_module(tool).main([str(csv), *out])
+        code, lines = e.value.code, capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"{tool}: error: "), lines
 
 
 def test_a_test_split_too_small_for_a_verdict_is_refused_before_training(tmp_path):

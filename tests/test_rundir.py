@@ -57,20 +57,22 @@ def test_default_directories_are_unique_per_process(tmp_path):
     assert [d.name for d in dirs] == ["12-00-00_byol", "12-00-00_byol-2", "12-00-00_byol-3"]
 
 
-def test_a_refused_or_skipped_run_leaves_the_directory_byte_identical(tmp_path):
+def test_a_refused_or_skipped_run_leaves_the_directory_byte_identical(tmp_path, refused):
+    """A run, then the same command (skipped) and other configs (refused), these in this process: the CLI
+    decides before it hands over to Hydra."""
     out = tmp_path / "run"
     args = ["+method=simsiam", *TINY, f"hydra.run.dir={out}"]
     assert run_ablate(*args, cwd=tmp_path).returncode == 0
     before = snapshot(out)
-    r = run_ablate(*args, cwd=tmp_path)  # the same config: skipped
+    r = refused(*args)  # the same config: skipped
     assert r.returncode == 0 and "already holds a finished run of this config" in r.stderr
-    r = run_ablate(*args, "train.epochs=2", "eval.knn_k=5", cwd=tmp_path)  # another config: refused
+    r = refused(*args, "train.epochs=2", "eval.knn_k=5")  # another config: refused
     line = one_error_line(r)
     assert "finished run of another config (eval.knn_k: 200 -> 5; train.epochs: 1 -> 2)" in line
     assert snapshot(out) == before
     (out / "summary.json").unlink()  # an unfinished run now (its checkpoint stays)
     before = snapshot(out)
-    line = one_error_line(run_ablate("+method=byol", *TINY, f"hydra.run.dir={out}", cwd=tmp_path))
+    line = one_error_line(refused("+method=byol", *TINY, f"hydra.run.dir={out}"))
     assert "holds an unfinished run of another config" in line
     assert snapshot(out) == before
 
