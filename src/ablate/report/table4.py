@@ -9,7 +9,7 @@ from importlib import resources
 
 import pandas as pd
 
-from ..config import TECHNIQUES
+from ..config import SWITCHES, TECHNIQUES
 from ..losses import reg_geometry
 from ..run.summary import FINISHED
 from .load import regularized, warn
@@ -26,7 +26,8 @@ GEOMETRIES = {"auto": "var/cov in the geometry the invariance compares (`reg_geo
 
 
 TABLES = {"vicreg_table4": "VICReg Table 4", "beyond_table4": "Beyond Table 4"}
-TERMS = ("negatives", "xcorr")  # the switches of the rows beyond Table 4: off in every Table 4 row
+TERMS = SWITCHES[len(TECHNIQUES):]  # negatives, xcorr: the rows beyond Table 4 have them, Table 4's none
+ROW_SWITCHES = (*TECHNIQUES[:4], *TERMS)  # what tells a reference row from another (var/cov are its columns)
 
 
 def reference(name: str = "vicreg_table4") -> pd.DataFrame:
@@ -34,7 +35,7 @@ def reference(name: str = "vicreg_table4") -> pd.DataFrame:
     Table 4, or the rows beyond it with their published numbers. ``ref.attrs["table"]`` names it."""
     with (resources.files("ablate") / "reference" / f"{name}.csv").open() as f:
         ref = pd.read_csv(f, comment="#", dtype=str, keep_default_na=False).set_index("row")
-    for t in (*TECHNIQUES[:4], *TERMS):
+    for t in ROW_SWITCHES:
         ref[t] = ref[t] == "1" if t in ref else False
     ref.attrs["table"] = name
     return ref
@@ -46,7 +47,7 @@ def place(run: dict, ref: pd.DataFrame) -> tuple[str, str] | None:
     by_switches = None
     if tech and method:
         reg = REG_OF_SWITCHES.get((tech["var"], tech["cov"]))
-        match = ref[(ref["method"] == method) & pd.concat([ref[t] == bool(tech.get(t)) for t in (*TECHNIQUES[:4], *TERMS)],
+        match = ref[(ref["method"] == method) & pd.concat([ref[t] == bool(tech.get(t)) for t in ROW_SWITCHES],
                                                            axis=1).all(axis=1)]
         if reg and len(match):
             by_switches = (match.index[0], reg)
@@ -88,7 +89,7 @@ def geometry_modes(runs: list[dict]) -> list[str]:
 
 def row_label(ref: pd.DataFrame, row: str) -> str:
     r = ref.loc[row]
-    return f"{r['label']} " + (" ".join(SHORT[t] for t in (*TECHNIQUES[:4], *TERMS) if r[t]) or "-")
+    return f"{r['label']} " + (" ".join(SHORT[t] for t in ROW_SWITCHES if r[t]) or "-")
 
 
 def cell_label(ref: pd.DataFrame, cell: tuple) -> str:
