@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from ablate.config import TECHNIQUES
+from ablate.run.compiled import switch_overrides
 from ablate.run.rundir import LOCK
 
 # Tiny model settings so every test trains in well under a second, on the CPU (device=auto would take a GPU
@@ -40,6 +41,16 @@ def make_cfg(*overrides):
     session, since Hydra reads and merges some twenty yaml files a compose (about 40 times a deep copy's cost);
     interpolations such as ${oc.env:...} still resolve when read."""
     return copy.deepcopy(_composed(tuple(overrides)))
+
+
+def switched_cfg(method: str, on: dict, *overrides):
+    """``make_cfg`` of ``+method=METHOD`` with the six switches as ``on`` says: composed once with every switch
+    on, then the ones off set to null, which is what ``t=none`` composes to (test_config checks it on the
+    factorial's 64 cells). One compose a method instead of one a combination."""
+    cfg = make_cfg(f"+method={method}", *switch_overrides(dict.fromkeys(TECHNIQUES, True)), *overrides)
+    for t in TECHNIQUES:
+        cfg[t] = cfg[t] if on[t] else None
+    return cfg
 
 
 def pytest_collection_modifyitems(config, items):
@@ -104,12 +115,6 @@ def _one_torch_thread(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def switch_overrides(on: dict) -> list[str]:
-    options = {"ema": "cosine", "stop_grad": "target", "predictor": "mlp", "batchnorm": "heads",
-               "var": "hinge", "cov": "offdiag"}
-    return [f"{t}={options[t] if on[t] else 'none'}" for t in TECHNIQUES]
 
 
 def run_ablate(*args, cwd, timeout=300):

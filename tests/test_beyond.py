@@ -321,24 +321,23 @@ def test_a_runs_csv_from_before_the_new_switches_reads_them_as_off(tmp_path, cap
 def test_the_beyond_table4_sweep_is_its_45_cells_per_seed_and_its_reference_rows():
     from test_config import compose_all, expand
 
-    from ablate.report.table4 import place, reference
+    from ablate.report.table4 import REG_OF_SWITCHES, place, reference
 
     jobs = expand("beyond_table4")
     assert len(jobs) == 15 * 3 * 3
     cfgs = compose_all("beyond_table4", [j for j in jobs if "seed=0" in j])
     got = {(c.method.name, *(int(v) for v in switches(c).values())) for c in cfgs}
     assert len(cfgs) == len(got) == 45  # every cell a different computation
-    ref = reference("beyond_table4")
+    ref, cells = reference("beyond_table4"), set()
     for c in cfgs:
         check_config(c)
         assert (c.train.epochs, c.data.name, c.backbone.widths[0]) == (15, "shapes", 8)  # factorial_cpu
         # the reference row named by +row has the switches the config composes: the report places it there
-        run = {"method": c.method.name, "techniques": switches(c), "choices": {}, "dir": "x"}
-        reg = {(False, False): "none", (True, False): "var", (True, True): "var_cov"}[(run["techniques"]["var"],
-                                                                                       run["techniques"]["cov"])]
-        assert place(run, ref) is not None and place(run, ref)[1] == reg
-    assert len({place({"method": c.method.name, "techniques": switches(c), "choices": {}, "dir": "x"}, ref)
-                for c in cfgs}) == 45
+        on = switches(c)
+        cell = place({"method": c.method.name, "techniques": on, "choices": {}, "dir": "x"}, ref)
+        assert cell is not None and cell[1] == REG_OF_SWITCHES[(on["var"], on["cov"])]
+        cells.add(cell)
+    assert len(cells) == 45
     methods = {c.method.name for c in cfgs}
     assert methods == {"simclr", "barlowtwins", "simsiam", "vicreg"}
     # the new terms are given only to Table 4's rows that collapse without a regularizer

@@ -3,7 +3,7 @@ compiled step's loss curve equal to the eager one within float tolerance."""
 
 import pytest
 import torch
-from conftest import TINY, make_cfg
+from conftest import TINY, make_cfg, switched_cfg
 
 from ablate.config import TECHNIQUES, ConfigError, techniques
 from ablate.data import load_data
@@ -63,9 +63,7 @@ def test_every_switch_setting_traces_its_forward_and_loss_as_one_graph(i):
     break. The backbone, the same module in every setting, is one conv stage here (a quarter of the trace); the
     covering settings above trace the whole step of the TINY model."""
     on = combinations()[i]
-    cfg = make_cfg(f"+method={METHODS[i % 3]}", *TINY, *switch_overrides(ALL_ON), "backbone.widths=[8]")
-    for t in TECHNIQUES:  # `t=none` composes to `t: null` (conf/<t>/none.yaml): one compose a method, not 64
-        cfg[t] = cfg[t] if on[t] else None
+    cfg = switched_cfg(METHODS[i % 3], on, *TINY, "backbone.widths=[8]")
     assert techniques(cfg) == on
     assert forward_graphs(JointEmbedding(cfg), torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)) == (1, 0)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, make_cfg, switch_overrides
+from conftest import TINY, make_cfg, switched_cfg
 
 from ablate.config import TECHNIQUES, ConfigError, check_config, techniques
 from ablate.method import Baseline, JointEmbedding, equivalences
@@ -135,18 +135,14 @@ ALL = list(itertools.product((False, True), repeat=6))
 
 
 @pytest.mark.parametrize("method,geometry", [("simsiam", "raw"), ("simsiam", "sphere")])
-def test_all_64_combinations_compose_and_train_a_step(cfg_factory, method, geometry):
+def test_all_64_combinations_compose_and_train_a_step(method, geometry):
     """In every combination each switch changes what it names, and one step moves the online weights (and the
     EMA target part of the way towards them)."""
     assert len(ALL) == 64
     x1, x2 = _views(8)
     for bits in ALL:
         on = dict(zip(TECHNIQUES, bits))
-        # every switch on, then the ones off set to null: what `t=none` composes to (test_config checks it on
-        # the factorial's 64 cells), at one compose instead of 64
-        cfg = cfg_factory(f"+method={method}", *switch_overrides(dict.fromkeys(TECHNIQUES, True)), *TINY)
-        for t in TECHNIQUES:
-            cfg[t] = cfg[t] if on[t] else None
+        cfg = switched_cfg(method, on, *TINY)
         cfg.reg_geometry = geometry
         assert techniques(cfg) == on
         if on["var"]:
