@@ -145,11 +145,13 @@ def _table4_section(s: dict, mode: str, ref: pd.DataFrame) -> list[str]:
     text, flags = table_markdown(s, mode, ref)
     reported = [cell for cell in s["tables"][mode] if ref.loc[cell] != ""]
     done = sum(s["tables"][mode][cell]["done"] > 0 for cell in reported)
-    agree = (["Cells that disagree with the paper:", "", *flags] if flags else
-             [f"All {done} finished cells of {3 * len(ref)} agree with the paper on collapse / no collapse."]
-             if len(reported) == 3 * len(ref) else
-             [f"All {done} finished cells that a paper reports ({len(reported)} of {3 * len(ref)}) agree with it "
-              f"on collapse / no collapse."])
+    if flags:
+        agree = ["Cells that disagree with the paper:", "", *flags]
+    elif len(reported) == 3 * len(ref):
+        agree = [f"All {done} finished cells of {3 * len(ref)} agree with the paper on collapse / no collapse."]
+    else:
+        agree = [f"All {done} finished cells that a paper reports ({len(reported)} of {3 * len(ref)}) agree with "
+                 f"it on collapse / no collapse."]
     rescues = rescues_markdown(s, mode, ref)
     rescues = ["What each added term does to the row it is added to:", "", *rescues, ""] if rescues else []
     return [f"### {TABLES[ref.attrs['table']]}" + ("" if mode == "auto" else f", `reg_geometry={mode}`"), "",
