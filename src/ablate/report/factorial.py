@@ -58,7 +58,8 @@ def outcomes(runs: pd.DataFrame, switches=TECHNIQUES) -> pd.DataFrame:
     unknown = [t for t in switches if t not in SWITCHES]
     if unknown:
         raise ValueError(f"unknown switch {', '.join(unknown)}; choose among {', '.join(SWITCHES)}")
-    runs = runs.assign(**{t: runs[t].fillna(False) if t in runs else False for t in SWITCHES if t not in TECHNIQUES})
+    new = [t for t in SWITCHES if t not in TECHNIQUES]  # object dtype: an all-empty column reads as float
+    runs = runs.assign(**{t: runs[t].astype(object).fillna(False) if t in runs else False for t in new})
     done = runs[runs["status"].isin(FINISHED) & runs[list(TECHNIQUES)].notna().all(axis=1)]
     out = pd.DataFrame({t: done[t].map(_bool) for t in switches})
     out["collapsed"] = (done["verdict"] == "collapse").to_numpy()
