@@ -473,6 +473,32 @@ def test_configs_that_share_a_cell_are_said_to_differ(tmp_path):
     assert "- BYOL (byol), No Reg: its runs' configs differ (`optim.lr`: 0.1 / 0.2)" in md
 
 
+def test_split_gives_a_table_per_value_and_shares_the_runs_without_the_key(tmp_path, capsys):
+    from ablate.report.build import main
+
+    off = dict.fromkeys(TECHNIQUES, False)
+    for seed, lr, acc in ((0, 0.1, 60.0), (1, 0.1, 62.0), (0, 0.2, 70.0), (1, 0.2, 72.0)):
+        _sized(tmp_path, f"byol_lr{lr}_s{seed}", [4, 8], seed=seed, row="byol", reg="none", linear=acc,
+               extra={"optim": {"lr": lr}})
+    for kind, acc in (("random", 20.0), ("supervised", 80.0)):  # no optim.lr: they serve both tables
+        _sized(tmp_path, kind, [4, 8], linear=acc, method=kind, tech=off, verdict=None, baseline=kind,
+               experiment=None)
+    write_report([tmp_path], tmp_path / "r", figures=False, split=("optim.lr",))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "--split optim.lr`" in md.splitlines()[2]  # the command that regenerates it
+    for lr in (0.1, 0.2):
+        assert f"## Setting `table_cpu`: shapes, small_cnn, 3 epochs (`optim.lr`={lr})" in md
+    byol = [line for line in md.splitlines() if line.startswith("| BYOL |")]
+    # each table averages its own two seeds, placed between the same baselines: (61 - 20) / 60, (71 - 20) / 60
+    assert len(byol) == 2 and "61.0 ± 12.7 [0.68]" in byol[0] and "71.0 ± 12.7 [0.85]" in byol[1]
+    assert "configs differ" not in md and len(pd.read_csv(tmp_path / "r" / "runs.csv")) == 6
+    with pytest.raises(SystemExit) as e:  # a misspelt key: one line, nothing written
+        main([str(tmp_path), "--out", str(tmp_path / "x"), "--split", "optim.rl"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "--split optim.rl: no run's config has this key" in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_inverted_baseline_pair_is_not_normalizable(tmp_path):
     off = dict.fromkeys(TECHNIQUES, False)
     for kind, acc in (("random", 60.0), ("supervised", 50.0)):

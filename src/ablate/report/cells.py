@@ -160,10 +160,12 @@ def _base_key(run: dict) -> tuple:
     return (run["data"] or "?", run["backbone"] or "?", run["epochs"])
 
 
-def setting_groups(runs: list[dict]) -> dict:
+def setting_groups(runs: list[dict], split: tuple = ()) -> dict:
     """{(data, backbone, epochs, setting): runs}: runs share a setting when their data and scale configs agree
     (``load.SETTING``); a run whose config is unknown (an older runs.csv) joins the one setting of its data,
-    backbone and epochs, or stands apart when there are several."""
+    backbone and epochs, or stands apart when there are several. Each config key in ``split`` (a parameter swept
+    across a table, ``--split``) divides a setting by its values; a run without any of them (a baseline, a row
+    without that term) joins every part of its setting."""
     groups = {}
     for r in runs:
         groups.setdefault((*_base_key(r), r["setting"]), []).append(r)
@@ -171,7 +173,32 @@ def setting_groups(runs: list[dict]) -> dict:
         known = [k for k in groups if k[:3] == key[:3] and k[3] is not None]
         if len(known) == 1:
             groups[known[0]] += groups.pop(key)
-    return groups
+    return _split(groups, split) if split else groups
+
+
+def _split(groups: dict, keys: tuple) -> dict:
+    out = {}
+    for key, members in groups.items():
+        def values(r):
+            return tuple((r["config"] or {}).get(k, _ABSENT) for k in keys)
+        parts = sorted({values(r) for r in members} - {(_ABSENT,) * len(keys)}, key=str)
+        if not parts:
+            out[key] = members
+            continue
+        for i, part in enumerate(parts):  # a run in several parts: a copy in each but the first (cells mutate it)
+            setting = {**json.loads(key[3] or "{}"), **{k: v for k, v in zip(keys, part) if v is not _ABSENT}}
+            out[(*key[:3], json.dumps(setting, sort_keys=True, default=str))] = [
+                r if values(r) == part or not i else dict(r) for r in members
+                if values(r) in (part, (_ABSENT,) * len(keys))]
+    return out
+
+
+_ABSENT = object()
+
+
+def split_keys_unknown(runs: list[dict], keys: tuple) -> list[str]:
+    """The ``--split`` keys that no run's config has."""
+    return [k for k in keys if not any(k in (r["config"] or {}) for r in runs)]
 
 
 def config_differences(runs: list[dict]) -> list[str]:
@@ -266,9 +293,9 @@ def build_setting(key: tuple, every: list[dict]) -> dict:
             "differ": differ, "compare": not tables and not factorial, "ref": ref}
 
 
-def build_settings(runs: list[dict]) -> list[dict]:
+def build_settings(runs: list[dict], split: tuple = ()) -> list[dict]:
     """One entry per setting (``setting_groups``), each with a file-name stem ``slug`` for its figures."""
-    groups = setting_groups(runs)
+    groups = setting_groups(runs, split)
     settings = [build_setting(key, groups[key]) for key in sorted(groups, key=str)]
     scales = [s["scale"] for s in settings]
     for i, s in enumerate(settings):

@@ -216,7 +216,8 @@ def details_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
                 *(f"- `{r['dir']}`: {r['verdict_reason']}, after {r['epochs_completed']}/{r['epochs']} epochs"
                   for r in diverged), ""]
     if s["differ"]:
-        out += ["Cells whose runs differ in more than the seed (their seeds are averaged all the same):", "",
+        out += ["Cells whose runs differ in more than the seed (their seeds are averaged all the same; "
+                "`--split KEY` gives a table per value of KEY):", "",
                 *s["differ"], ""]
     out += ["### Diagnostics per run", "",
             "z_std: std of l2-normalized embeddings (1/sqrt(d) isotropic, 0 collapsed), the collapse test of the "
