@@ -292,7 +292,8 @@ def test_no_figures_writes_the_text_alone_and_says_so(tmp_path):
     a, _ = make_sweeps(tmp_path)
     assert main([str(a), "--out", str(tmp_path / "r"), "--no-figures"]) in (None, 0)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "runs.csv"]
-    assert "--no-figures`" in (tmp_path / "r" / "report.md").read_text()  # the command that regenerates it
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "--no-figures`" in md and "![" not in md  # the command that regenerates it; no link to a missing PNG
 
 
 def test_report_bad_input_is_one_line(tmp_path, capsys):
@@ -473,6 +474,17 @@ def test_configs_that_share_a_cell_are_said_to_differ(tmp_path):
     assert "- BYOL (byol), No Reg: its runs' configs differ (`optim.lr`: 0.1 / 0.2)" in md
 
 
+def test_a_value_that_points_at_another_key_reads_as_that_value():
+    from ablate.report.load import resolve_refs
+
+    flat = {"method.var_weight": 25.0, "var.weight": "${method.var_weight}", "method.xcorr_weight": 0.1,
+            "xcorr.weight": "${oc.select:method.xcorr_weight,1.0}", "xcorr.lambd": "${oc.select:method.nope,0.0051}",
+            "data.root": "${oc.env:HOME,/tmp}", "a": "${b}", "b": "${c}"}
+    got = resolve_refs(flat)
+    assert (got["var.weight"], got["xcorr.weight"], got["xcorr.lambd"]) == (25.0, 0.1, 0.0051)
+    assert got["data.root"] == "${oc.env:HOME,/tmp}" and got["a"] == "${b}"  # the environment, a chain: as written
+
+
 def test_split_gives_a_table_per_value_and_shares_the_runs_without_the_key(tmp_path, capsys):
     from ablate.report.build import main
 
@@ -536,7 +548,9 @@ def test_report_leads_with_the_answer_and_renders_the_note_after_it(report, tmp_
     lines = md.splitlines()
     first_table = next(i for i, line in enumerate(lines) if line.startswith("| "))
     assert first_table < 40 and md.index("| Method |") < md.index("## Note") < md.index("### Diagnostics per run")
-    assert md.index("![table4_table_cpu.png]") < md.index("## Note")
+    assert "![" not in md  # written without figures: no link to a missing PNG
+    full = (out / "report.md").read_text()  # the fixture's report, with its figures: the main one leads
+    assert full.index("![table4_table_cpu.png]") < full.index("### Diagnostics per run")
 
 
 def test_the_t_interval_on_worked_numbers():

@@ -9,10 +9,12 @@ a table and its baselines.
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ..config import SWITCHES, TECHNIQUES
 from ..errors import AblateError
@@ -85,11 +87,33 @@ def _under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+_REF = re.compile(r"^\$\{(?:([\w.]+)|oc\.select:([\w.]+),(.*))\}$")
+
+
+def resolve_refs(flat: dict) -> dict:
+    """The flat config with each value that only points at another key (``${method.var_weight}``,
+    ``${oc.select:method.xcorr_weight,1.0}``, as Hydra saves a run's config unresolved) replaced by what it
+    points at, so runs compare by the value they used; other interpolations (``${oc.env:...}``, which would read
+    this machine's environment) stay as written."""
+    out = dict(flat)
+    for k, v in flat.items():
+        m = _REF.match(v) if isinstance(v, str) else None
+        if m is None:
+            continue
+        key = m.group(1) or m.group(2)
+        target = flat.get(key)
+        if key in flat and not (isinstance(target, str) and _REF.match(target)):
+            out[k] = target
+        elif m.group(2) and key not in flat:
+            out[k] = yaml.safe_load(m.group(3))
+    return out
+
+
 def config_parts(config: dict | None) -> tuple[dict | None, str | None, str | None]:
     """(the flat config less seed and scheduling keys, its id, the setting as JSON) of a resolved config."""
     if not config:
         return None, None, None
-    flat = {k: v for k, v in flatten(config).items() if not _under(k, SCHEDULING)}
+    flat = {k: v for k, v in resolve_refs(flatten(config)).items() if not _under(k, SCHEDULING)}
     text = json.dumps(flat, sort_keys=True, default=str)
     setting = json.dumps({k: v for k, v in flat.items() if _under(k, SETTING)}, sort_keys=True, default=str)
     return flat, hashlib.sha256(text.encode()).hexdigest()[:12], setting
