@@ -42,6 +42,7 @@ def write_report(paths: list[Path], out: Path, note: Path | None = None, figures
                          f"dotted key of .hydra/config.yaml that the runs sweep, e.g. --split xcorr.weight")
     settings = build_settings(runs, split)
     for s in settings:
+        s["figures"] = figures
         if s["compare"]:
             s["comparison"] = compare.comparison(s)
     out.mkdir(parents=True, exist_ok=True)

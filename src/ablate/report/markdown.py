@@ -175,6 +175,11 @@ def _factorial_answer(s: dict) -> list[str]:
     return out
 
 
+def _figures(s: dict) -> dict:
+    """The setting's figure files, none when the report is written without figures (``--no-figures``)."""
+    return figure_names(s) if s.get("figures", True) else {}
+
+
 def answer_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
     """The setting's answer: its title and counts, then the claims and Table 4, or the factorial's effects, or
     the comparison, with the baselines and the main figure."""
@@ -196,7 +201,7 @@ def answer_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
     if not s["tables"] and s["baselines"]:
         out += ["Baselines of this setting (the [n] beside a cell's accuracy places it between them):", "",
                 baselines_markdown(s), "", _norm_note(s), ""]
-    main = figure_names(s)["main"]
+    main = _figures(s).get("main")
     return out + ([f"![{main}]({main})", ""] if main else [])
 
 
@@ -225,7 +230,7 @@ def details_markdown(s: dict, ref: pd.DataFrame) -> list[str]:
             "VICReg; RankMe: effective rank of z and of the backbone features h (docs/diagnostics.md).", "",
             diagnostics_markdown(s["runs"], ref), ""]
     out += provenance_markdown(s)
-    rest = [f for k, f in figure_names(s).items() if k != "main"]
+    rest = [f for k, f in _figures(s).items() if k != "main"]
     if not any(r["curve"] for r in s["runs"]):
         out += ["No curves or spectra: every run here was read from a runs.csv, which keeps final metrics only "
                 "(their curves were not kept); re-running the sweep draws them.", ""]
