@@ -5,6 +5,7 @@ method's geometry, and 1 process == 2 processes under torchrun."""
 
 import itertools
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -377,3 +378,8 @@ def test_the_beyond_report_places_its_rows_checks_the_papers_claims_and_lists_th
     assert rescues[1] == ("- SimSiam SG (simsiam_no_pred_no_bn), No Reg: collapse 2/2; + Neg: 50.5 ± 6.4; + XC: 50.5 ± "
                           "6.4; + Var: 50.5 ± 6.4; + Var/Cov: 50.5 ± 6.4")
     assert "All 8 finished cells that a paper reports (8 of 45) agree with it" in md  # SimCLR, Barlow, 2 x 3 of Table 4
+    part = tmp_path / "part"  # a sweep of SimSiam's rows alone: the other rows' lines are left out, not pending
+    for d in sweep.glob("simsiam_no_pred_no_bn*"):
+        shutil.copytree(d, part / d.name)
+    md = write_report([part], tmp_path / "out2", figures=False).read_text()
+    assert md[md.index("What each added term does"):].split("\n\n")[1].splitlines() == [rescues[1]]

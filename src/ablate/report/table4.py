@@ -131,7 +131,8 @@ def table_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> tuple[str, li
 
 def rescues_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> list[str]:
     """One line per row that another row adds a single term to (``base``/``term`` in the reference): the row
-    with No Reg, then each term that is added to it (the other rows, Var, Var/Cov) and what the cell became."""
+    with No Reg, then each term that is added to it (the other rows, Var, Var/Cov) and what the cell became;
+    none for a row whose cells are all unrun."""
     if "base" not in ref:
         return []
     t, out = setting["tables"][mode], []
@@ -139,6 +140,8 @@ def rescues_markdown(setting: dict, mode: str, ref: pd.DataFrame) -> list[str]:
         added = [(f"+ {SHORT[ref.loc[row, 'term']]}", (row, "none")) for row in ref.index if ref.loc[row, "base"] == base]
         added += [(f"+ {REGS[reg].replace(' Reg', '')}", (base, reg)) for reg in ("var", "var_cov")
                   if ref.loc[base, "term"] == ""]  # a row of its own, not a term added to a Table 4 row
+        if not any(t[cell]["done"] for cell in [(base, "none"), *(c for _, c in added)]):
+            continue  # none of it run here (a sweep of other rows)
         out.append(f"- {row_label(ref, base)} ({base}), No Reg: {t[(base, 'none')]['text']}; "
                    + "; ".join(f"{name}: {t[cell]['text']}" for name, cell in added))
     return out
