@@ -92,4 +92,4 @@ def main(argv=None) -> None:
                             split=tuple(k for k in args.split.split(",") if k))
     except SystemExit as e:
         p.exit(2, f"{e}\n")
-    print(f"wrote {path}, {args.out / 'runs.csv'} and figures")
+    print(f"wrote {path}, {args.out / 'runs.csv'}" + ("" if args.no_figures else " and figures"))
