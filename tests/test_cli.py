@@ -408,3 +408,12 @@ def test_console_scripts_name_importable_callables(capsys):
                 main(["--help"])
             assert e.value.code == 0 and "usage:" in capsys.readouterr().out, name
     assert scripts["ablate"] == "ablate.run.cli:main"
+
+
+def test_the_command_lines_checks_import_no_torch():
+    """`python -m ablate -c job`, `--help` and every refusal before training start without torch (seconds each)."""
+    import subprocess
+    import sys
+
+    code = "import sys, ablate.run.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

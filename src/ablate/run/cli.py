@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from ..config import group_options, groups, switches
 from ..errors import AblateError, ConfigError
-from .dist import check_launch
 from .hydra_args import (
     default_groups,
     is_info,
@@ -22,6 +21,7 @@ from .hydra_args import (
     override_key,
     sweep_args,
 )
+from .launch import check_launch
 from .rundir import WRITE_ERRORS, RunLock, check_run_dir, unique_dir, write_problem
 from .summary import failure_summary, write_json, write_text
 
