@@ -14,6 +14,7 @@ import torch
 import yaml
 from conftest import TABLE4_CELL, TABLE4_SWEEP, TINY, one_error_line, popen, run_ablate, wait_for, wait_for_claim
 from test_data import _image_folder
+from test_launcher import _span
 
 from ablate.config import ConfigError
 from ablate.run.cli import check_overrides
@@ -303,6 +304,9 @@ def test_the_parallel_launcher_runs_cells_on_a_share_of_the_cores_each_as_a_sing
     good = cell(summaries, "optim.name=sgd", "seed=0")
     assert all(s["host"]["torch_threads"] == threads for s in summaries.values() if s["status"] == "complete")
     assert sorted(s["baseline"] for s in summaries.values() if s["baseline"]) == ["random"] * 2 + ["supervised"] * 2
+    # two at a time: two runs trained at once (their logs' spans overlap)
+    spans = [_span(next(p.parent.glob("*.log"))) for p, s in summaries.items() if s["status"] == "complete"]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), spans
     # the cell equals a single run on the same number of threads, to the bit
     with torch_threads(threads):
         alone = train(cfg_factory(*order_groups([*TABLE4_CELL, "optim.name=sgd", "seed=0"])), tmp_path / "single")
