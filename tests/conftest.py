@@ -185,6 +185,15 @@ TABLE4_SWEEP = ["optim.name=bogus,sgd", "seed=0,1"]
 
 
 @pytest.fixture(scope="session")
+def gloo_runs(tmp_path_factory):
+    """test_dist's ``one_and_two_processes`` of its GLOO_CASES (the six switches' methods, SimCLR, Barlow Twins),
+    once a session: three interpreters for test_dist's and test_beyond's 1 == 2 processes checks, not six."""
+    from test_dist import GLOO_CASES, one_and_two_processes
+
+    return one_and_two_processes(tmp_path_factory.mktemp("gloo"), GLOO_CASES)
+
+
+@pytest.fixture(scope="session")
 def table4_sweep(tmp_path_factory):
     """(sweep dir, the finished ``python -m ablate -m`` process) of TABLE4_CELL x TABLE4_SWEEP, two cells at a time
     under hydra/launcher=parallel; its baselines are added once per seed."""

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY
-from test_dist import TOL, one_and_two_processes
+from test_dist import TOL
 
 from ablate.config import TECHNIQUES, ConfigError, check_config, switches, techniques
 from ablate.diagnostics import CollapseMonitor, default_thresholds, standardized_std, verdict
@@ -247,10 +247,11 @@ def test_barlow_twins_is_read_on_its_standardized_embeddings():
     assert got["verdict"] == "dimensional_collapse" and got["rank_z_bn"] < 1.5
 
 
-def test_two_gloo_processes_match_one_process_for_simclr_and_barlow(tmp_path):
+@pytest.mark.xdist_group("gloo")  # with test_dist's check: one set of processes trains both
+def test_two_gloo_processes_match_one_process_for_simclr_and_barlow(gloo_runs):
     """Negatives gathered with gradients and the cross-correlation over the global batch: 2 processes at batch
-    B/2 train what 1 process trains at batch B (the worker of test_dist)."""
-    one, r0, r1 = one_and_two_processes(tmp_path, {"simclr": [], "barlowtwins": ["predictor=mlp", "stop_grad=target"]})
+    B/2 train what 1 process trains at batch B (the worker and the runs of test_dist)."""
+    one, r0, r1 = gloo_runs
     for method in ("simclr", "barlowtwins"):
         a, b, c = one[method], r0[method], r1[method]
         torch.testing.assert_close(b["losses"], a["losses"], **TOL)

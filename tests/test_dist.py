@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import TINY
 
@@ -72,8 +73,14 @@ def one_and_two_processes(tmp_path, cases: dict) -> tuple:
     return tuple(torch.load(out) for _, _, out in runs)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    one, r0, r1 = one_and_two_processes(tmp_path, {m: extra for m, (extra, _) in CASES.items()})
+# the methods of the 1 == 2 processes checks here and in test_beyond, trained once (conftest.gloo_runs)
+GLOO_CASES = {**{m: extra for m, (extra, _) in CASES.items()},
+              "simclr": [], "barlowtwins": ["predictor=mlp", "stop_grad=target"]}
+
+
+@pytest.mark.xdist_group("gloo")  # one worker trains the shared runs once
+def test_two_gloo_processes_match_one_process(gloo_runs):
+    one, r0, r1 = gloo_runs
     for method, (_, check) in CASES.items():
         a, b, c = one[method], r0[method], r1[method]
         torch.testing.assert_close(b["losses"], a["losses"], **TOL)
