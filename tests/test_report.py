@@ -1,6 +1,7 @@
 """``python -m ablate.report`` on fabricated runs: two seeds, a failed cell, a started and a missing one, a
 hand-made run without Hydra choices, a factorial run, runs from two sweep directories and an unrelated file."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -483,6 +484,15 @@ def test_a_value_that_points_at_another_key_reads_as_that_value():
     got = resolve_refs(flat)
     assert (got["var.weight"], got["xcorr.weight"], got["xcorr.lambd"]) == (25.0, 0.1, 0.0051)
     assert got["data.root"] == "${oc.env:HOME,/tmp}" and got["a"] == "${b}"  # the environment, a chain: as written
+    # the config id hashes the config as saved (sorted JSON of its flat keys, less seed), as earlier reports'
+    # runs.csv files have it, so a run and its row there still count once; comparisons read the resolved values
+    from ablate.report.load import config_parts
+
+    cfg = {"method": {"name": "byol", "var_weight": 25.0}, "var": {"weight": "${method.var_weight}"}, "seed": 0}
+    saved = json.dumps({"method.name": "byol", "method.var_weight": 25.0, "var.weight": "${method.var_weight}"},
+                       sort_keys=True)
+    flat, config_id, _ = config_parts(cfg)
+    assert config_id == hashlib.sha256(saved.encode()).hexdigest()[:12] and flat["var.weight"] == 25.0
 
 
 def test_split_gives_a_table_per_value_and_shares_the_runs_without_the_key(tmp_path, capsys):

@@ -110,13 +110,15 @@ def resolve_refs(flat: dict) -> dict:
 
 
 def config_parts(config: dict | None) -> tuple[dict | None, str | None, str | None]:
-    """(the flat config less seed and scheduling keys, its id, the setting as JSON) of a resolved config."""
+    """(the flat config less seed and scheduling keys with its references resolved, its id, the setting as JSON)
+    of a run's config. The id and the setting hash the config as saved, so they match those of an earlier
+    report's runs.csv."""
     if not config:
         return None, None, None
-    flat = {k: v for k, v in resolve_refs(flatten(config)).items() if not _under(k, SCHEDULING)}
-    text = json.dumps(flat, sort_keys=True, default=str)
-    setting = json.dumps({k: v for k, v in flat.items() if _under(k, SETTING)}, sort_keys=True, default=str)
-    return flat, hashlib.sha256(text.encode()).hexdigest()[:12], setting
+    saved = {k: v for k, v in flatten(config).items() if not _under(k, SCHEDULING)}
+    text = json.dumps(saved, sort_keys=True, default=str)
+    setting = json.dumps({k: v for k, v in saved.items() if _under(k, SETTING)}, sort_keys=True, default=str)
+    return resolve_refs(saved), hashlib.sha256(text.encode()).hexdigest()[:12], setting
 
 
 # ---------------------------------------------------------------- one run
