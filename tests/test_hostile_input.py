@@ -453,7 +453,7 @@ GOOD = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0
                                     ({**GOOD, "LOCAL_RANK": "x"}, False),
                                     ({k: v for k, v in GOOD.items() if k != "MASTER_PORT"}, False)])
 def test_a_distributed_environment_is_verified_before_it_is_trusted(env, ok):
-    from ablate.run.dist import check_launch
+    from ablate.run.launch import check_launch
 
     if ok:
         check_launch(env)

@@ -176,24 +176,22 @@ def setting_groups(runs: list[dict], split: tuple = ()) -> dict:
     return _split(groups, split) if split else groups
 
 
+_ABSENT = object()
+
+
 def _split(groups: dict, keys: tuple) -> dict:
-    out = {}
+    absent, out = (_ABSENT,) * len(keys), {}
     for key, members in groups.items():
-        def values(r):
-            return tuple((r["config"] or {}).get(k, _ABSENT) for k in keys)
-        parts = sorted({values(r) for r in members} - {(_ABSENT,) * len(keys)}, key=str)
+        values = [tuple((r["config"] or {}).get(k, _ABSENT) for k in keys) for r in members]
+        parts = sorted(set(values) - {absent}, key=str)
         if not parts:
             out[key] = members
             continue
         for i, part in enumerate(parts):  # a run in several parts: a copy in each but the first (cells mutate it)
             setting = {**json.loads(key[3] or "{}"), **{k: v for k, v in zip(keys, part) if v is not _ABSENT}}
             out[(*key[:3], json.dumps(setting, sort_keys=True, default=str))] = [
-                r if values(r) == part or not i else dict(r) for r in members
-                if values(r) in (part, (_ABSENT,) * len(keys))]
+                r if v == part or not i else dict(r) for r, v in zip(members, values) if v in (part, absent)]
     return out
-
-
-_ABSENT = object()
 
 
 def split_keys_unknown(runs: list[dict], keys: tuple) -> list[str]:

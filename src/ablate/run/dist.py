@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..collective import gather, mean, world  # noqa: F401  (the run's view of the process group)
-from .launch import LAUNCH_VARS, check_launch  # noqa: F401  (torch-free: the command line checks it first)
+from .launch import check_launch  # torch-free, so the command line checks it before importing torch
 
 
 def setup(cfg) -> bool:
